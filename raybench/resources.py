@@ -1,0 +1,61 @@
+"""What a trial asks the scheduler for: CPUs, and a fraction of a GPU sized to the model's memory need.
+
+The GPU memory of a training step is estimated as
+    weights and gradients (4 bytes each per trainable parameter, 4 per frozen one)
+  + the activations autograd keeps for the backward pass, per image x batch size
+  + a fixed allowance for the CUDA context, cuDNN workspaces and allocator slack.
+The per-image activation figures (ACTIVATION_MB, fp32 at 352x352) were measured with
+`benchmarks/activation_memory.py`: a forward pass on the CPU under `torch.autograd.graph.saved_tensors_hooks`
+that sums the bytes of every distinct tensor saved for backward. They scale with the pixel count, and
+halve under bf16 autocast. A trial then asks for the smallest fraction 1/2^k of a GPU that holds its need,
+so that small models share a GPU several at a time and the largest take a whole one.
+"""
+from __future__ import annotations
+
+from raybench import models
+
+CUDA_OVERHEAD_GB = 1.0  # context (~0.5 GB on recent drivers) + cuDNN workspace + fragmentation
+SAFETY = 1.25  # the estimate leaves out allocator rounding and temporary buffers
+MIN_FRACTION = 1 / 16
+
+# MB of activations saved for backward per training image, fp32, 352x352 (benchmarks/activation_memory.py, CPU).
+ACTIVATION_MB: dict[str, float] = {}
+
+
+def activation_mb(model: str, *, image_size: int, precision: str) -> float:
+    per_image = ACTIVATION_MB.get(model, max(ACTIVATION_MB.values(), default=200.0))
+    return per_image * (image_size / 352) ** 2 * (0.5 if precision == "bf16" else 1.0)
+
+
+def estimate_gpu_memory_gb(trial) -> float:
+    """Estimated peak GPU memory of one training step of `trial` (a train.Trial), in GB."""
+    total, trainable = models.parameter_counts(trial.model, pretrained=trial.pretrained, image_size=trial.config.image_size)
+    weights = (total + trainable) * 4 / 1e9
+    # a frozen backbone (pretrained) keeps no activations for backward: only its head does
+    activations = 0.0 if trial.pretrained else activation_mb(trial.model, image_size=trial.config.image_size,
+                                                                precision=trial.config.precision) * trial.batch_size / 1e3
+    return weights + activations + CUDA_OVERHEAD_GB
+
+
+def gpu_fraction(need_gb: float, gpu_memory_gb: float) -> float:
+    """The smallest 1/2^k share of a GPU (at least 1/16) that holds `need_gb` with the safety margin."""
+    fraction = 1.0
+    while fraction / 2 >= MIN_FRACTION and need_gb * SAFETY <= gpu_memory_gb * fraction / 2:
+        fraction /= 2
+    return fraction
+
+
+def trial_resources(trial, *, gpu_memory_gb: float | None, cpus: float = 1.0) -> dict[str, float]:
+    """Ray resources for one trial: no GPU when the trial runs on the CPU or no GPU is known."""
+    if gpu_memory_gb is None or trial.config.device == "cpu":
+        return {"cpu": cpus, "gpu": 0.0}
+    return {"cpu": cpus, "gpu": gpu_fraction(estimate_gpu_memory_gb(trial), gpu_memory_gb)}
+
+
+def local_gpu_memory_gb() -> float | None:
+    """Memory of this machine's first GPU, or None without one."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_properties(0).total_memory / 1e9

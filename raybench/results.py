@@ -1,0 +1,148 @@
+"""The result files and their schemas: trials, epochs, predictions, manifest (and plan), all Parquet.
+
+Each finished trial is written at once as its own part files under `parts/`; the consolidated files at
+the top of the results folder are rebuilt from the parts and replaced atomically (write, then rename),
+so a killed process loses nothing that finished and a reader never sees half a file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raybench.data import CLASSES
+
+SCORE_COLUMNS = tuple(f"score_{name}" for name in CLASSES)
+
+TRIALS_SCHEMA = pa.schema([
+    ("trial_id", pa.string()), ("model", pa.string()), ("tier", pa.string()), ("pretrained", pa.bool_()),
+    ("seed", pa.int64()), ("split_seed", pa.int64()), ("image_size", pa.int64()), ("precision", pa.string()),
+    ("channels_last", pa.bool_()), ("device", pa.string()),
+    ("parameters", pa.int64()), ("trainable_parameters", pa.int64()), ("batch_size", pa.int64()),
+    ("max_epochs", pa.int64()), ("epochs", pa.int64()), ("best_epoch", pa.int64()), ("stopped_early", pa.bool_()),
+    ("best_val_loss", pa.float64()), ("train_seconds", pa.float64()), ("seconds_per_epoch", pa.float64()),
+    ("test_accuracy", pa.float64()), ("map_at_5", pa.float64()), ("map_at_100", pa.float64()),
+    ("confusion_matrix", pa.list_(pa.list_(pa.int64()))),
+    ("n_train", pa.int64()), ("n_val", pa.int64()), ("n_test", pa.int64()),
+    ("status", pa.string()), ("error", pa.string()),
+])
+
+EPOCHS_SCHEMA = pa.schema([
+    ("trial_id", pa.string()), ("epoch", pa.int64()), ("train_loss", pa.float64()), ("val_loss", pa.float64()),
+    ("val_accuracy", pa.float64()), ("lr", pa.float64()), ("improved", pa.bool_()), ("epoch_seconds", pa.float64()),
+])
+
+PREDICTIONS_SCHEMA = pa.schema(
+    [("trial_id", pa.string()), ("image", pa.string()), ("label", pa.int64()), ("class_name", pa.string()),
+     ("predicted", pa.int64())] + [(name, pa.float32()) for name in SCORE_COLUMNS]
+)
+
+MANIFEST_SCHEMA = pa.schema([
+    ("image", pa.string()), ("sha256", pa.string()), ("label", pa.int64()), ("class_name", pa.string()),
+    ("tier", pa.string()), ("split", pa.string()),
+])
+
+FILES = {"trials": TRIALS_SCHEMA, "epochs": EPOCHS_SCHEMA, "predictions": PREDICTIONS_SCHEMA}
+CLASS_METADATA = {b"raybench.classes": json.dumps(list(CLASSES)).encode()}
+
+
+@dataclasses.dataclass
+class TrialResult:
+    """The rows one trial adds to trials, epochs and predictions."""
+
+    trial: dict
+    epochs: list[dict]
+    predictions: list[dict]
+
+
+def prediction_rows(trial_id: str, images: list[str], labels: np.ndarray, scores: np.ndarray) -> list[dict]:
+    """One row per test image with its label, the predicted class and the softmax score of every class."""
+    rows = []
+    for image, label, row in zip(images, np.asarray(labels), np.asarray(scores, dtype=np.float32)):
+        rows.append({"trial_id": trial_id, "image": image, "label": int(label), "class_name": CLASSES[int(label)],
+                     "predicted": int(row.argmax()), **dict(zip(SCORE_COLUMNS, row.tolist()))})
+    return rows
+
+
+def failed_result(trial: dict, error: str, epochs: list[dict] | None = None) -> TrialResult:
+    """A trial that failed for good: its identifying columns, status "failed" and the error."""
+    return TrialResult(trial={**trial, "status": "failed", "error": error}, epochs=list(epochs or []), predictions=[])
+
+
+def to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Rows to an Arrow table with the declared schema (missing columns are null, extra ones are an error)."""
+    extra = sorted({key for row in rows for key in row} - set(schema.names))
+    if extra:
+        raise ValueError(f"columns {extra} are not in the schema ({', '.join(schema.names)})")
+    columns = {name: [row.get(name) for row in rows] for name in schema.names}
+    return pa.table(columns, schema=schema).replace_schema_metadata(CLASS_METADATA)
+
+
+def write_table(table: pa.Table, path: Path) -> None:
+    """Write a Parquet file atomically: to a temporary name, then rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def write_trial(out: str | Path, result: TrialResult) -> None:
+    """Persist one finished trial's rows as its part files (overwriting an earlier attempt's)."""
+    trial_id = result.trial["trial_id"]
+    parts = Path(out) / "parts"
+    for name, rows in (("epochs", result.epochs), ("predictions", result.predictions), ("trials", [result.trial])):
+        write_table(to_table(rows, FILES[name]), parts / f"{trial_id}.{name}.parquet")
+
+
+def finished_trials(out: str | Path) -> dict[str, str]:
+    """trial_id -> status of every trial with persisted rows in the results folder."""
+    parts = Path(out) / "parts"
+    done = {}
+    for path in sorted(parts.glob("*.trials.parquet")) if parts.is_dir() else []:
+        table = pq.read_table(path, columns=["trial_id", "status"])
+        for trial_id, status in zip(table["trial_id"].to_pylist(), table["status"].to_pylist()):
+            done[trial_id] = status
+    return done
+
+
+def consolidate(out: str | Path, *, manifest: pd.DataFrame | None = None) -> None:
+    """Rebuild trials/epochs/predictions.parquet from the part files (and write the manifest if given)."""
+    out = Path(out)
+    for name, schema in FILES.items():
+        paths = sorted((out / "parts").glob(f"*.{name}.parquet"))
+        tables = [pq.read_table(p, schema=schema) for p in paths]
+        table = pa.concat_tables(tables) if tables else schema.empty_table()
+        if name == "epochs":  # retried attempts must leave each epoch exactly once
+            frame = table.to_pandas().drop_duplicates(["trial_id", "epoch"], keep="last")
+            table = pa.Table.from_pandas(frame.sort_values(["trial_id", "epoch"]), schema=schema, preserve_index=False)
+        write_table(table.replace_schema_metadata(CLASS_METADATA), out / f"{name}.parquet")
+    if manifest is not None:
+        write_manifest(out, manifest)
+
+
+def write_manifest(out: str | Path, manifest: pd.DataFrame) -> None:
+    write_table(to_table(manifest[MANIFEST_SCHEMA.names].to_dict("records"), MANIFEST_SCHEMA), Path(out) / "manifest.parquet")
+
+
+def write_plan(out: str | Path, plan: pd.DataFrame) -> None:
+    """The plan of a run (one row per trial, as `--dry-run` prints it)."""
+    write_table(pa.Table.from_pandas(plan, preserve_index=False), Path(out) / "plan.parquet")
+
+
+def write_results(out: str | Path, trial_results: list[TrialResult], *, manifest: pd.DataFrame | None = None) -> None:
+    """Persist trials and rebuild the consolidated files."""
+    for result in trial_results:
+        write_trial(out, result)
+    consolidate(out, manifest=manifest)
+
+
+def class_names(path: str | Path) -> list[str]:
+    """The class names stored in a result file's metadata (label i is class_names[i])."""
+    metadata = pq.read_schema(path).metadata or {}
+    return json.loads(metadata[b"raybench.classes"])

@@ -1,0 +1,198 @@
+"""Run a grid of trials with Ray Tune: `python -m raybench.run grids/thesis.py`.
+
+Results land in RESULTS/NAME/: trials, epochs, predictions, manifest and plan as Parquet, each trial's
+rows written as soon as it ends. Ray's own experiment folder (checkpoints, logs) is RESULTS/NAME/ray/
+unless --storage points elsewhere (NFS, s3://bucket/prefix on a cluster).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import ray
+from ray import tune
+
+from raybench import data as pbc
+from raybench import grid as grids
+from raybench import models, resources, results, train, trainable
+
+
+def plan_rows(grid: grids.Grid, *, gpu_memory_gb: float | None, cpus_per_trial: float = 1.0) -> list[dict]:
+    """One row per trial: what it trains and what it will ask the scheduler for."""
+    counts: dict[tuple, tuple[int, int]] = {}
+    rows = []
+    for trial in grid.trials:
+        key = (trial.model, trial.pretrained, trial.config.image_size)
+        if key not in counts:
+            counts[key] = models.parameter_counts(trial.model, pretrained=trial.pretrained, image_size=trial.config.image_size)
+        need = resources.trial_resources(trial, gpu_memory_gb=gpu_memory_gb, cpus=cpus_per_trial)
+        rows.append({
+            "trial_id": trial.trial_id, "model": trial.model, "tier": trial.tier, "pretrained": trial.pretrained,
+            "seed": trial.seed, "image_size": trial.config.image_size, "precision": trial.config.precision,
+            "batch_size": trial.batch_size, "max_epochs": trial.config.max_epochs,
+            "parameters": counts[key][0], "trainable_parameters": counts[key][1],
+            "cpu": need["cpu"], "gpu": need.get("gpu", 0.0), "gpu_memory_gb": round(resources.estimate_gpu_memory_gb(trial), 2),
+        })
+    return rows
+
+
+def print_table(frame: pd.DataFrame) -> None:
+    with pd.option_context("display.max_rows", None, "display.width", 250, "display.max_columns", None):
+        print(frame.to_string(index=False), flush=True)
+
+
+def check_placeable(plan: pd.DataFrame) -> None:
+    """Refuse at once a trial no node can ever hold (Ray would leave it PENDING forever)."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    for row in plan.itertuples():
+        if not any(n.get("CPU", 0) >= row.cpu and n.get("GPU", 0) >= row.gpu for n in nodes):
+            have = ", ".join(f"{n.get('CPU', 0):g} CPU/{n.get('GPU', 0):g} GPU" for n in nodes)
+            raise ValueError(f"trial {row.trial_id} needs {row.cpu:g} CPU and {row.gpu:g} GPU on one node, but the "
+                             f"cluster's nodes have {have}; lower --cpus-per-trial, run on a GPU cluster, or --set device=cpu")
+
+
+class ResultsCallback(tune.Callback):
+    """Copies each finished trial's rows into the results folder at once, and records failures."""
+
+    def __init__(self, out: Path, manifest: pd.DataFrame) -> None:
+        self.out, self.manifest = out, manifest
+        self.started = time.time()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        result = trainable.result_from_checkpoint(trial.checkpoint)
+        if result is None:
+            return
+        results.write_results(self.out, [result], manifest=self.manifest)
+        row = result.trial
+        print(f"finished {row['model']} {row['tier']}{' pretrained' if row['pretrained'] else ''} seed {row['seed']}: "
+              f"{row['epochs']} epochs, test accuracy {row['test_accuracy']:.3f}, {row['train_seconds']:.1f}s", flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        spec = trainable.trial_from_config(trial.config)
+        error = trial.get_error()
+        message = str(error) if error is not None else "unknown error (see the trial's error.txt)"
+        row = {"trial_id": spec.trial_id, "model": spec.model, "tier": spec.tier, "pretrained": spec.pretrained,
+               "seed": spec.seed, "image_size": spec.config.image_size, "precision": spec.config.precision,
+               "batch_size": spec.batch_size, "max_epochs": spec.config.max_epochs}
+        results.write_results(self.out, [results.failed_result(row, message[-4000:])], manifest=self.manifest)
+        print(f"FAILED {spec.trial_id}: {message.strip().splitlines()[-1] if message.strip() else message}", flush=True)
+
+
+def build_tuner(grid: grids.Grid, prepared: pbc.Prepared, *, out: Path, args: argparse.Namespace, gpu_gb: float | None,
+                name: str) -> tune.Tuner:
+    storage = args.storage or str(out / "ray")
+
+    def trial_resources(config: dict) -> dict:
+        return resources.trial_resources(trainable.trial_from_config(config), gpu_memory_gb=gpu_gb, cpus=args.cpus_per_trial)
+
+    fn = tune.with_resources(tune.with_parameters(trainable.run_trial, prepared=prepared), trial_resources)
+    run_config = tune.RunConfig(
+        name=name, storage_path=storage,
+        failure_config=tune.FailureConfig(max_failures=args.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        callbacks=[ResultsCallback(out, prepared.manifest)],
+    )
+    experiment = f"{storage.rstrip('/')}/{name}"
+    if args.resume and tune.Tuner.can_restore(experiment):
+        print(f"resuming {experiment}", flush=True)
+        return tune.Tuner.restore(experiment, trainable=fn, resume_unfinished=True, resume_errored=True)
+    done = {tid for tid, status in results.finished_trials(out).items() if status == "ok"}
+    todo = [t for t in grid.trials if t.trial_id not in done]
+    space = {
+        "trial": tune.grid_search([trainable.trial_to_config(t) for t in todo]),
+        "cache_dir": args.cache, "weights_file": args.weights,
+    }
+    tune_config = tune.TuneConfig(
+        max_concurrent_trials=args.max_concurrent or None, reuse_actors=True,
+        trial_name_creator=lambda t: trainable.trial_from_config(t.config).trial_id,
+        trial_dirname_creator=lambda t: trainable.trial_from_config(t.config).trial_id,
+    )
+    return tune.Tuner(fn, param_space=space, tune_config=tune_config, run_config=run_config)
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    parser = argparse.ArgumentParser(prog="python -m raybench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("grid", help="grid file, e.g. grids/thesis.py or grids/quickstart.py")
+    parser.add_argument("--data", help="PBC_dataset_normal_DIB folder, its parent or the .zip (default: the grid's, else the embedded sample)")
+    parser.add_argument("--name", help="results subfolder (default: the grid's name)")
+    parser.add_argument("--results", default="results", help="results folder (default: %(default)s)")
+    parser.add_argument("--storage", help="Ray storage for checkpoints and logs: a local/NFS path or s3://bucket/prefix "
+                                          "(default: RESULTS/NAME/ray); a multi-node cluster needs shared storage")
+    parser.add_argument("--only", metavar="REGEX", help="run only the trials whose name matches, e.g. 'resnet_.*-tiny'")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"training option for every trial; keys: {', '.join(train.config_keys())}")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and write plan.parquet, train nothing")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run of the same grid and name")
+    parser.add_argument("--max-concurrent", type=int, default=0, help="at most N trials at once (default: as resources allow)")
+    parser.add_argument("--max-failures", type=int, default=2, help="retries of a failing trial from its last checkpoint (default: %(default)s)")
+    parser.add_argument("--address", help="join a running Ray cluster ('auto' on a cluster's head node); default: start Ray here")
+    parser.add_argument("--num-cpus", type=int, help="CPUs of a Ray started here (default: all)")
+    parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs each trial asks for (default: %(default)s)")
+    parser.add_argument("--gpu-memory-gb", type=float, help="memory of one GPU, for fractional allocation (default: detected)")
+    parser.add_argument("--cache", default=str(train.default_cache_dir()), help="decode-once image cache on each node (default: %(default)s)")
+    parser.add_argument("--weights", help="ImageNet weights file for pretrained trials (default: torchvision's cache)")
+    return parser, parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, args = parse_args(argv)
+    try:
+        grid = grids.load_grid(args.grid)
+        if args.only:
+            grid = grid.select(args.only)
+        if args.set:
+            grid = grid.with_options(train.parse_overrides(args.set))
+            for trial in grid.trials:
+                models.check_image_size(trial.model, trial.config.image_size)
+        split_seeds = {t.config.split_seed for t in grid.trials}
+        if len(split_seeds) > 1:
+            raise ValueError(f"one run draws one set of tiers and splits, but the grid asks for split_seed {sorted(split_seeds)}: run them separately")
+    except ValueError as error:
+        parser.error(str(error))
+    name = args.name or grid.name
+    out = Path(args.results).resolve() / name
+    gpu_gb = args.gpu_memory_gb or resources.local_gpu_memory_gb()
+
+    plan = pd.DataFrame(plan_rows(grid, gpu_memory_gb=gpu_gb, cpus_per_trial=args.cpus_per_trial))
+    if args.dry_run:
+        print_table(plan)
+        results.write_plan(out, plan)
+        print(f"{len(plan)} trials planned -> {out / 'plan.parquet'}")
+        return 0
+    if not args.resume and results.finished_trials(out):
+        parser.error(f"{out} already holds results of a run: add --resume to continue it, or choose another --name")
+    try:
+        used = sorted({t.tier for t in grid.trials})
+        prepared = pbc.prepare(args.data or grid.data, tiers={t: grid.tiers[t] for t in used}, seed=split_seeds.pop())
+    except ValueError as error:
+        parser.error(str(error))
+    print(prepared.report, flush=True)
+    results.write_plan(out, plan)
+    results.write_manifest(out, prepared.manifest)
+
+    ray.init(address=args.address, num_cpus=None if args.address else args.num_cpus)
+    if gpu_gb is None and ray.cluster_resources().get("GPU", 0) > 0:  # a cluster whose GPUs are on other nodes
+        gpu_gb = ray.get(ray.remote(num_gpus=1)(resources.local_gpu_memory_gb).remote())
+        plan = pd.DataFrame(plan_rows(grid, gpu_memory_gb=gpu_gb, cpus_per_trial=args.cpus_per_trial))
+        results.write_plan(out, plan)
+    try:
+        check_placeable(plan)
+    except ValueError as error:
+        ray.shutdown()
+        parser.error(str(error))
+    started = time.time()
+    tuner = build_tuner(grid, prepared, out=out, args=args, gpu_gb=gpu_gb, name=name)
+    tuner.fit()
+    results.consolidate(out, manifest=prepared.manifest)
+    trials = pd.read_parquet(out / "trials.parquet")
+    print(f"\n{len(trials)} trials in {time.time() - started:.0f}s -> {out}")
+    print_table(trials[["model", "tier", "pretrained", "seed", "status", "epochs", "best_epoch", "test_accuracy",
+                        "map_at_5", "train_seconds", "batch_size"]])
+    return 0 if (trials.status == "ok").all() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The Ray Tune function trainable: a trial spec -> the shared loop -> `ray.tune.report` every epoch.
+
+The plateau schedule and the early stopping live inside the trial (the Trainer), and their state is in
+every checkpoint, so a restored trial continues exactly. The last checkpoint also carries the trial's
+result rows, which the driver copies into the results folder when the trial completes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from ray import tune
+
+from raybench import data as pbc
+from raybench import results, train
+
+STATE_FILE = "state.pt"
+RESULT_FILE = "result.pt"
+MIN_BATCH_SIZE = 1  # the floor of the out-of-memory halving
+
+
+class InjectedFailure(RuntimeError):
+    """Raised on purpose by `inject_failure` to exercise the fault tolerance."""
+
+
+def trial_from_config(config: dict) -> train.Trial:
+    spec = dict(config["trial"])
+    return train.Trial(spec["model"], spec["tier"], pretrained=spec["pretrained"], seed=spec["seed"],
+                       config=train.TrainConfig(**spec["config"]))
+
+
+def trial_to_config(trial: train.Trial) -> dict:
+    return {"model": trial.model, "tier": trial.tier, "pretrained": trial.pretrained, "seed": trial.seed,
+            "config": dataclasses.asdict(trial.config)}
+
+
+def _report(row: dict, trainer: train.Trainer | None, *, result: results.TrialResult | None = None) -> None:
+    """One `tune.report` with the epoch's metrics and a checkpoint of the whole training state."""
+    directory = Path(tempfile.mkdtemp(prefix="raybench-ckpt-"))
+    try:
+        if trainer is not None:
+            trainer.save(directory / STATE_FILE)
+        if result is not None:
+            torch.save(dataclasses.asdict(result), directory / RESULT_FILE)
+        metrics = {k: v for k, v in row.items() if isinstance(v, (int, float, bool, str))}
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(directory)))
+    finally:  # report() has persisted the checkpoint to the run's storage by now
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _injected(trial: train.Trial, epoch: int, start_epoch: int) -> None:
+    """`inject_failure=once:N` fails after epoch N unless resumed at or past it; `always:N` fails every attempt."""
+    kind, _, at = trial.config.inject_failure.partition(":")
+    if kind and epoch == int(at) and (kind == "always" or start_epoch < int(at)):
+        raise InjectedFailure(f"injected failure after epoch {epoch} ({trial.config.inject_failure})")
+
+
+def run_trial(config: dict, *, prepared: pbc.Prepared) -> None:
+    """The function trainable (wrapped by `tune.with_parameters` and `tune.with_resources` in run.py)."""
+    trial = trial_from_config(config)
+    cache_dir = config["cache_dir"]
+    checkpoint = tune.get_checkpoint()
+    state = None
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            if (Path(directory) / RESULT_FILE).exists():  # finished before the driver noticed: report it again
+                result = results.TrialResult(**torch.load(Path(directory) / RESULT_FILE, weights_only=False))
+                _report({"done": True, **_summary(result)}, None, result=result)
+                return
+            state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
+
+    batch_size = state["batch_size"] if state is not None else trial.batch_size
+    while True:
+        try:
+            trainer = train.build_trainer(trial, prepared, cache_dir=cache_dir, batch_size=batch_size,
+                                          weights_file=config.get("weights_file"))
+            if state is not None:
+                trainer.load_state_dict(state)
+            start_epoch = trainer.epoch
+
+            def on_epoch_end(row: dict, trainer: train.Trainer) -> None:
+                _report({**row, "batch_size": trainer.batch_size, "done": False}, trainer)
+                _injected(trial, row["epoch"], start_epoch)
+
+            train.fit(trainer, on_epoch_end=on_epoch_end)
+            break
+        except torch.cuda.OutOfMemoryError:
+            # the thesis halved the batch size by hand when a model did not fit; restart from scratch
+            if batch_size // 2 < MIN_BATCH_SIZE:
+                raise
+            batch_size, state = batch_size // 2, None
+            torch.cuda.empty_cache()
+            print(f"{trial.trial_id}: CUDA out of memory, restarting with batch size {batch_size}", flush=True)
+
+    result = train.finish_trial(trainer, trial, prepared, cache_dir=cache_dir)
+    _report({"done": True, **_summary(result)}, None, result=result)
+
+
+def _summary(result: results.TrialResult) -> dict:
+    row = result.trial
+    keys = ("epochs", "best_epoch", "test_accuracy", "map_at_5", "map_at_100", "train_seconds", "batch_size")
+    return {k: row[k] for k in keys}
+
+
+def result_from_checkpoint(checkpoint: tune.Checkpoint | None) -> results.TrialResult | None:
+    """The result rows a finished trial left in its last checkpoint (None when it has none)."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        path = Path(directory) / RESULT_FILE
+        if not path.exists():
+            return None
+        return results.TrialResult(**torch.load(path, weights_only=False))

@@ -1,0 +1,136 @@
+"""The Ray Tune service end to end: real Ray on 2 CPUs, real Parquet, the embedded real images."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+THESIS = pd.read_csv(ROOT / "raybench" / "thesis" / "results.csv")
+QUICK = {"image_size": 32, "max_epochs": 5, "es_start": 1, "es_patience": 2, "es_min_delta": 0.0}
+
+
+def write_grid(path: Path, models, *, options=None, name="small", extra_sweeps=()):
+    spec = {"name": name, "options": {**QUICK, **(options or {})},
+            "sweeps": [{"models": list(models), "tiers": ["tiny"]}, *extra_sweeps]}
+    path.write_text(f"GRID = {spec!r}\n")
+    return path
+
+
+def run(*args, cwd: Path, check=True, timeout=300, **popen):
+    env = {**os.environ, "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "raybench.run", *map(str, args), "--results", str(cwd / "results"),
+           "--cache", str(cwd / "cache"), "--num-cpus", "2"]
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def read(results: Path):
+    return {name: pd.read_parquet(results / f"{name}.parquet") for name in ("trials", "epochs", "predictions", "manifest")}
+
+
+def test_thesis_grid_dry_run_plans_99_trials_with_the_thesis_counts(tmp_path):
+    proc = run(ROOT / "grids" / "thesis.py", "--dry-run", cwd=tmp_path)
+    plan = pd.read_parquet(tmp_path / "results" / "thesis" / "plan.parquet")
+    assert len(plan) == 99 and "99 trials planned" in proc.stdout
+    merged = plan.merge(THESIS.rename(columns={"dataset": "tier"}), on=["model", "tier", "pretrained"], suffixes=("", "_thesis"))
+    assert len(merged) == 99
+    counted = merged.trainable_parameters.where(merged.pretrained, merged.parameters)
+    assert (counted == merged.parameters_thesis).all()
+    assert (merged.batch_size == merged.batch_size_thesis).all()
+    assert (plan.gpu == 0).all() and (plan.cpu == 1).all()  # no GPU here: trials ask for none
+
+
+def test_bad_grid_and_options_are_refused_before_anything_runs(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("GRID = {'sweeps': [{'models': ['resnet_19'], 'tiers': ['tiny']}]}\n")
+    proc = run(bad, "--dry-run", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "resnet_19" in proc.stderr and "resnet_18" in proc.stderr
+    proc = run(ROOT / "grids" / "quickstart.py", "--dry-run", "--set", "epochs=3", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "max_epochs" in proc.stderr
+    proc = run(ROOT / "grids" / "quickstart.py", "--dry-run", "--only", "vit", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "matches no trial" in proc.stderr
+
+
+@pytest.mark.slow
+def test_small_grid_end_to_end(tmp_path):
+    grid = write_grid(tmp_path / "small.py", ["lenet5", "mobilenet_small"])
+    proc = run(grid, cwd=tmp_path)
+    out = tmp_path / "results" / "small"
+    r = read(out)
+    trials, epochs = r["trials"], r["epochs"]
+    assert sorted(trials.trial_id) == ["lenet5-tiny-seed0", "mobilenet_small-tiny-seed0"]
+    assert (trials.status == "ok").all() and trials.error.isna().all()
+    for t in trials.itertuples():
+        rows = epochs[epochs.trial_id == t.trial_id]
+        assert list(rows.epoch) == list(range(1, t.epochs + 1))
+        assert 1 <= t.best_epoch <= t.epochs
+        assert (r["predictions"].trial_id == t.trial_id).sum() == t.n_test == 120
+    assert set(r["manifest"].split) == {"train", "val", "test"} and len(r["manifest"]) == 400
+    assert (out / "plan.parquet").exists()
+    assert "finished lenet5 tiny" in proc.stdout
+
+
+def trial_numbers(results: Path):
+    r = read(results)
+    ep = r["epochs"].sort_values(["trial_id", "epoch"])[["trial_id", "epoch", "train_loss", "val_loss", "lr"]]
+    tr = r["trials"].sort_values("trial_id")[["trial_id", "epochs", "best_epoch", "test_accuracy", "map_at_5"]]
+    return ep.reset_index(drop=True), tr.reset_index(drop=True)
+
+
+@pytest.mark.slow
+def test_killed_driver_resumes_to_the_numbers_of_an_uninterrupted_run(tmp_path):
+    options = {"max_epochs": 8, "es_patience": 8}
+    grid = write_grid(tmp_path / "resume.py", ["lenet5", "mobilenet_small"], options=options, name="resume")
+    run(grid, "--name", "whole", cwd=tmp_path)
+    whole_epochs, whole_trials = trial_numbers(tmp_path / "results" / "whole")
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "raybench.run", str(grid), "--name", "cut", "--results", str(tmp_path / "results"),
+           "--cache", str(tmp_path / "cache"), "--num-cpus", "2"]
+    driver = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ray_dir = tmp_path / "results" / "cut" / "ray" / "cut"
+    deadline = time.time() + 180
+    while time.time() < deadline and not list(ray_dir.glob("*/checkpoint_00000[3-9]")):
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started, mid-run
+    driver.wait()
+    assert list(ray_dir.glob("*/checkpoint_*")), "no trial had checkpointed before the kill"
+
+    run(grid, "--name", "cut", "--resume", cwd=tmp_path)
+    cut_epochs, cut_trials = trial_numbers(tmp_path / "results" / "cut")
+    pd.testing.assert_frame_equal(cut_trials, whole_trials)
+    pd.testing.assert_frame_equal(cut_epochs, whole_epochs)  # every epoch exactly once, same numbers
+
+
+@pytest.mark.slow
+def test_failing_trial_gets_a_failed_row_and_a_flaky_one_recovers(tmp_path):
+    grid = write_grid(tmp_path / "faults.py", ["lenet5"], name="faults", extra_sweeps=[
+        {"models": ["mobilenet_small"], "tiers": ["tiny"], "options": {"inject_failure": "always:2"}},
+        {"models": ["mlpmixer_s32"], "tiers": ["tiny"], "options": {"inject_failure": "once:2"}},
+    ])
+    proc = run(grid, "--max-failures", "1", cwd=tmp_path, check=False)
+    assert proc.returncode == 1  # not every trial succeeded
+    trials = pd.read_parquet(tmp_path / "results" / "faults" / "trials.parquet").set_index("model")
+    assert trials.loc["lenet5", "status"] == "ok" and trials.loc["mlpmixer_s32", "status"] == "ok"
+    assert trials.loc["mobilenet_small", "status"] == "failed"
+    assert "injected failure after epoch 2" in trials.loc["mobilenet_small", "error"]
+    epochs = pd.read_parquet(tmp_path / "results" / "faults" / "epochs.parquet")
+    mixer = epochs[epochs.trial_id == "mlpmixer_s32-tiny-seed0"]
+    assert list(mixer.epoch) == list(range(1, trials.loc["mlpmixer_s32", "epochs"] + 1))
+
+
+def test_a_trial_no_node_can_hold_is_refused_at_once(tmp_path):
+    grid = write_grid(tmp_path / "big.py", ["lenet5"], name="big")
+    started = time.time()
+    proc = run(grid, "--cpus-per-trial", "3", cwd=tmp_path, check=False, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "lenet5-tiny-seed0 needs 3 CPU" in proc.stderr
+    assert time.time() - started < 60

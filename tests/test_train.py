@@ -1,0 +1,118 @@
+import numpy as np
+import pytest
+import torch
+
+from raybench import models, train
+
+
+def scripted_stop(losses, **kwargs):
+    """Feed a scripted loss sequence to EarlyStopping; return (epochs run, 1-based tested epoch)."""
+    stopper = train.EarlyStopping(**kwargs)
+    for epoch, loss in enumerate(losses, start=1):
+        stopper.step(loss)
+        if stopper.should_stop:
+            return epoch, stopper.best_epoch + 1
+    return len(losses), (stopper.best_epoch + 1 if stopper.best_epoch is not None else None)
+
+
+def test_best_at_epoch_11_stops_after_31():
+    losses = [2.0] * 10 + [1.0] + [0.95] * 100  # 0.95 is not below 1.0 - 0.1
+    assert scripted_stop(losses) == (31, 11)
+
+
+def test_first_ten_epochs_are_never_considered():
+    losses = [0.1] * 10 + [5.0] + [5.0] * 100  # the low early losses do not count
+    assert scripted_stop(losses) == (31, 11)
+
+
+def test_improvement_must_beat_best_minus_a_tenth_strictly():
+    # epoch 12 is only 0.1 below epoch 11's loss: not strictly below best - 0.1 (fig. 4.5)
+    losses = [3.0] * 10 + [2.0, 1.9] + [1.95] * 30
+    assert scripted_stop(losses) == (31, 11)
+    losses = [3.0] * 10 + [2.0, 1.85] + [1.95] * 30
+    assert scripted_stop(losses) == (32, 12)
+
+
+def test_the_tested_checkpoint_is_the_last_improvement_not_the_lowest_loss():
+    losses = [3.0] * 10 + [2.0, 1.5, 1.45, 1.42] + [1.44] * 30
+    epochs, best = scripted_stop(losses)
+    assert best == 12 and epochs == 32  # 1.42 at epoch 14 is lower but not an improvement
+
+
+def test_cap_without_stop():
+    losses = [10.0 - 0.2 * i for i in range(100)]
+    assert scripted_stop(losses) == (100, 100)
+
+
+def test_stopper_state_round_trip():
+    a = train.EarlyStopping()
+    for loss in [1.0] * 15:
+        a.step(loss)
+    b = train.EarlyStopping()
+    b.load_state_dict(a.state_dict())
+    assert b.state_dict() == a.state_dict()
+
+
+def test_plateau_schedule_is_torch_default():
+    trainer = make_trainer(max_epochs=1)
+    sched = trainer.scheduler
+    assert (sched.factor, sched.patience, sched.threshold, sched.mode) == (0.1, 10, 1e-4, "min")
+    opt = trainer.optimizer.param_groups[0]
+    assert (opt["lr"], opt["momentum"], opt["dampening"], opt["weight_decay"]) == (0.1, 0, 0, 0)
+
+
+def test_overrides_are_typed_and_checked():
+    assert train.parse_overrides(["max_epochs=5", "precision=bf16", "channels_last=true", "lr=0.01"]) == {
+        "max_epochs": 5, "precision": "bf16", "channels_last": True, "lr": 0.01}
+    with pytest.raises(ValueError, match="unknown training option 'epochs'.*max_epochs"):
+        train.parse_overrides(["epochs=5"])
+    with pytest.raises(ValueError, match="max_epochs expects a value of type int"):
+        train.parse_overrides(["max_epochs=five"])
+    with pytest.raises(ValueError, match="precision must be"):
+        train.make_config({"precision": "fp16"})
+
+
+def make_trainer(*, seed=0, **options):
+    config = train.TrainConfig(image_size=32, device="cpu", **{"es_start": 1, "es_patience": 3, "es_min_delta": 0.0, **options})
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (48, 32, 32), dtype=np.uint8)
+    y = rng.integers(0, 8, 48)
+    train.seed_everything(seed)
+    model = models.build_model("lenet5", image_size=32)
+    split = lambda a, b: train.DeviceSplit(a, b, channels=1, device=torch.device("cpu"))
+    return train.Trainer(model, split(x[:32], y[:32]), split(x[32:], y[32:]), config, seed=seed, batch_size=8)
+
+
+def test_restored_training_gives_the_numbers_of_an_uninterrupted_one(tmp_path):
+    whole = make_trainer(max_epochs=6, lr=0.05)
+    train.fit(whole)
+
+    first = make_trainer(max_epochs=6, lr=0.05)
+    for _ in range(3):
+        first.run_epoch()
+    first.save(tmp_path / "state.pt")
+    torch.manual_seed(123)  # disturb every RNG: the state must bring them back
+    np.random.seed(123)
+    resumed = make_trainer(max_epochs=6, lr=0.05, seed=0)
+    resumed.load(tmp_path / "state.pt")
+    train.fit(resumed)
+
+    drop_time = lambda rows: [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in rows]
+    assert drop_time(resumed.history) == drop_time(whole.history)
+    for a, b in zip(resumed.model.state_dict().values(), whole.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert resumed.stopper.state_dict() == whole.stopper.state_dict()
+
+
+def test_same_seed_same_numbers_and_different_seed_differs():
+    a, b, c = make_trainer(max_epochs=2), make_trainer(max_epochs=2), make_trainer(max_epochs=2, seed=1)
+    for t in (a, b, c):
+        train.fit(t)
+    assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
+    assert [r["train_loss"] for r in a.history] != [r["train_loss"] for r in c.history]
+
+
+def test_lr_column_is_the_rate_used_for_that_epoch():
+    trainer = make_trainer(max_epochs=3, lr=0.0)  # no learning: losses flat, plateau never reached in 3 epochs
+    train.fit(trainer)
+    assert [r["lr"] for r in trainer.history] == [0.0, 0.0, 0.0]
