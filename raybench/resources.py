@@ -18,12 +18,22 @@ CUDA_OVERHEAD_GB = 1.0  # context (~0.5 GB on recent drivers) + cuDNN workspace 
 SAFETY = 1.25  # the estimate leaves out allocator rounding and temporary buffers
 MIN_FRACTION = 1 / 16
 
-# MB of activations saved for backward per training image, fp32, 352x352 (benchmarks/activation_memory.py, CPU).
-ACTIVATION_MB: dict[str, float] = {}
+# MB of activations saved for backward per training image, fp32, 352x352 (benchmarks/activation_memory.py,
+# measured on the CPU, torch 2.14.1). Checked against the thesis's RTX 3080 (10 GB): wherever it went below
+# its usual batch of 64 for memory, the estimate at twice its batch size exceeds 10 GB (convnext_base: 8 x
+# 573 MB fits, 16 would not), except vit_b_32 and vit_l_32, whose batch of 4 memory does not explain.
+ACTIVATION_MB: dict[str, float] = {
+    "lenet5": 13.6, "resnet_18": 54.8, "resnet_34": 79.6, "resnet_50": 212.3,
+    "resnet_101": 313.7, "resnet_152": 438.7, "mobilenet_small": 39.9, "mobilenet_large": 108.9,
+    "convnext_tiny": 269.5, "convnext_small": 430.2, "convnext_base": 572.9, "convnext_large": 858.4,
+    "vit_b_16": 290.9, "vit_b_32": 74.3, "vit_l_16": 769.2, "vit_l_32": 194.6,
+    "mlpmixer_s32": 27.5, "mlpmixer_s16": 105.6, "mlpmixer_b32": 59.9, "mlpmixer_b16": 235.0,
+    "mlpmixer_l32": 156.7, "mlpmixer_l16": 622.2,
+}
 
 
 def activation_mb(model: str, *, image_size: int, precision: str) -> float:
-    per_image = ACTIVATION_MB.get(model, max(ACTIVATION_MB.values(), default=200.0))
+    per_image = ACTIVATION_MB[model]
     return per_image * (image_size / 352) ** 2 * (0.5 if precision == "bf16" else 1.0)
 
 

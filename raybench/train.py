@@ -139,7 +139,7 @@ class DeviceSplit:
     """One split kept on the training device as uint8; batches are normalised there (§4.2)."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, *, channels: int, device: torch.device, channels_last: bool = False) -> None:
-        self.x = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+        self.x = torch.from_numpy(np.array(x, dtype=np.uint8)).to(device)  # a copy: the cache is a read-only memmap
         self.y = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
         self.channels, self.channels_last = channels, channels_last
 

@@ -1,0 +1,495 @@
+import http.server
+import io
+import os
+import re
+import shutil
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from raybench import data
+
+# Acevedo et al. (2020), table 1: images per class of the published dataset (17,092)
+PUBLISHED = [1218, 3117, 1551, 2895, 1214, 1420, 3329, 2348]
+CUSTOM = {"all": None, "half": 200, "quarter": 100, "tenth": 40}
+
+
+def grey_image(values: np.ndarray) -> Image.Image:
+    """An RGB image whose three channels are `values` (so its luminance is `values`: 0.9999 v rounds to v)."""
+    return Image.fromarray(np.repeat(values.astype(np.uint8)[..., None], 3, axis=2), "RGB")
+
+
+def position_pattern(width: int, height: int) -> np.ndarray:
+    rows, cols = np.mgrid[0:height, 0:width]
+    return (3 * rows + 7 * cols) % 256
+
+
+# --------------------------------------------------------------------------------------------- preprocessing
+
+@pytest.mark.parametrize("colour, grey", [
+    ((255, 0, 0), 76),      # 0.2989 * 255 = 76.22
+    ((0, 255, 0), 150),     # 0.587 * 255 = 149.69
+    ((0, 0, 255), 29),      # 0.114 * 255 = 29.07
+    ((255, 255, 255), 255),  # 254.97
+    ((0, 0, 0), 0),
+    ((10, 20, 30), 18),     # 2.989 + 11.74 + 3.42 = 18.149
+    ((200, 100, 50), 124),  # 59.78 + 58.7 + 5.7 = 124.18
+])
+def test_luminance_of_known_colours(colour, grey):
+    out = data.preprocess(Image.new("RGB", (360, 363), colour))
+    assert out.dtype == np.uint8 and out.shape == (352, 352)
+    assert (out == grey).all()
+
+
+@pytest.mark.parametrize("width, height, left, top", [
+    (360, 363, 4, 6),  # (363 - 352) / 2 = 5.5 rounds to 6
+    (366, 369, 7, 8),  # 8.5 rounds to 8 (Python rounds halves to even, as torchvision's CenterCrop does)
+    (361, 360, 4, 4),  # 4.5 rounds to 4
+    (352, 352, 0, 0),
+])
+def test_centre_crop_offsets(width, height, left, top):
+    pattern = position_pattern(width, height)
+    out = data.preprocess(grey_image(pattern))
+    np.testing.assert_array_equal(out, pattern[top: top + 352, left: left + 352])
+
+
+def test_centre_crop_agrees_with_torchvision():
+    from torchvision.transforms import functional
+
+    for size in [(360, 363), (366, 369), (361, 360)]:
+        img = grey_image(position_pattern(*size))
+        expected = np.asarray(functional.center_crop(img, [352, 352]).convert("L"))
+        np.testing.assert_array_equal(data.preprocess(img), expected)
+
+
+def test_smaller_image_size_crops_352_then_resizes_bilinear():
+    img = grey_image(position_pattern(360, 363))
+    full = data.preprocess(img)
+    small = data.preprocess(img, 64)
+    assert small.shape == (64, 64) and small.dtype == np.uint8
+    np.testing.assert_array_equal(small, np.asarray(Image.fromarray(full).resize((64, 64), Image.BILINEAR)))
+    with pytest.raises(ValueError, match="between 1 and 352"):
+        data.preprocess(img, 353)
+
+
+def test_image_smaller_than_the_crop_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "tiny_cell.jpg"
+    Image.new("RGB", (300, 400)).save(path)
+    with Image.open(path) as img, pytest.raises(ValueError, match=r"tiny_cell\.jpg is 300x400"):
+        data.preprocess(img)
+
+
+def test_to_input_normalises_and_replicates_channels_without_copies():
+    x = torch.tensor([[[0, 255], [51, 128]]], dtype=torch.uint8)
+    three = data.to_input(x, 3)
+    assert three.shape == (1, 3, 2, 2) and three.dtype == torch.float32 and three.stride(1) == 0
+    expected = (torch.tensor([[0, 255], [51, 128]]) / 255.0 - 0.5) / 0.225
+    for channel in range(3):
+        torch.testing.assert_close(three[0, channel], expected)
+    assert three[0, 0, 0, 0].item() == pytest.approx(-0.5 / 0.225) and three[0, 0, 0, 1].item() == pytest.approx(0.5 / 0.225)
+    assert data.to_input(x, 1).shape == (1, 1, 2, 2)
+    with pytest.raises(ValueError, match="uint8"):
+        data.to_input(x.float(), 3)
+
+
+# ------------------------------------------------------------------------------------------ tiers (counts)
+
+def test_thesis_tier_sizes_are_exact():
+    counts = data.tier_counts(PUBLISHED)
+    splits = {t: c.sum(0).tolist() for t, c in counts.items()}
+    assert splits == {"large": [8546, 3418, 5128], "medium": [4250, 1700, 2550],
+                      "small": [2100, 840, 1260], "tiny": [200, 80, 120]}
+    assert counts["large"].sum(1).tolist() == PUBLISHED  # large is every usable image
+
+
+def test_tier_counts_nest_cell_by_cell_and_are_stratified():
+    counts = data.tier_counts(PUBLISHED)
+    for bigger, smaller in [("large", "medium"), ("medium", "small"), ("small", "tiny")]:
+        assert (counts[smaller] <= counts[bigger]).all()
+    share = np.asarray(PUBLISHED) / sum(PUBLISHED)
+    for tier, table in counts.items():
+        size = table.sum()
+        assert np.abs(table.sum(1) - size * share).max() < 2  # classes in proportion to the full set
+        expected = np.outer(table.sum(1), [0.5, 0.2, 0.3])
+        assert np.abs(table - expected).max() < 1.5, tier  # each class split 5:2:3
+
+
+def test_a_thesis_tier_is_drawn_the_same_whichever_tiers_are_asked_for():
+    alone = data.tier_counts(PUBLISHED, {"tiny": 400})["tiny"]
+    np.testing.assert_array_equal(alone, data.tier_counts(PUBLISHED)["tiny"])
+
+
+def test_tier_bigger_than_the_data_is_an_error_naming_tier_size_and_available():
+    with pytest.raises(ValueError, match=r"tier 'huge' needs 20000 images but only 17092 usable"):
+        data.tier_counts(PUBLISHED, {"huge": 20000})
+    with pytest.raises(ValueError, match=r"tier 'small' needs 4200 images but only 400 usable"):
+        data.prepare(None, tiers={"small": 4200})
+
+
+@pytest.mark.parametrize("size, message", [(0, "positive integer"), (-5, "positive integer"), ("10", "positive integer"),
+                                           (2.5, "positive integer"), (2, "val split empty")])
+def test_bad_tier_sizes_are_refused(size, message):
+    with pytest.raises(ValueError, match=message):
+        data.tier_counts(PUBLISHED, {"odd": size})
+
+
+# ------------------------------------------------------------------------------------ tiers (the images)
+
+@pytest.fixture(scope="module")
+def custom() -> data.Prepared:
+    return data.prepare(None, tiers=CUSTOM)
+
+
+def split_sets(prepared, tier):
+    m = prepared.manifest
+    return {s: set(m[(m.tier == tier) & (m.split == s)].image) for s in data.SPLITS}
+
+
+def test_embedded_data_default_tiers(embedded):
+    report = embedded.report
+    assert (report.files_seen, report.usable, report.skipped, report.duplicates_dropped) == (400, 400, (), ())
+    assert report.tiers == {"large": {"train": 200, "val": 80, "test": 120}, "tiny": {"train": 200, "val": 80, "test": 120}}
+    assert report.omitted_tiers == {"medium": 8500, "small": 4200}
+    assert split_sets(embedded, "tiny") == split_sets(embedded, "large")  # the tiny tier is all of it
+    assert "usable images" in str(report) and "medium (needs 8500)" in str(report)
+    assert embedded.root == data.EMBEDDED_DATA
+
+
+def test_manifest_rows_and_columns(custom):
+    m = custom.manifest
+    assert list(m.columns) == ["image", "sha256", "label", "class_name", "tier", "split"]
+    assert m.groupby("tier").size().to_dict() == {"all": 400, "half": 200, "quarter": 100, "tenth": 40}
+    assert m.groupby("tier").image.nunique().to_dict() == m.groupby("tier").size().to_dict()  # no image twice in a tier
+    assert (m.class_name == [data.CLASSES[i] for i in m.label]).all()
+    assert (m.image == [f"{c}/{Path(i).name}" for c, i in zip(m.class_name, m.image)]).all()  # posix, relative to root
+    assert all((custom.root / image).is_file() for image in m.image[:20])
+    assert custom.report.tiers["tenth"] == {"train": 20, "val": 8, "test": 12}
+
+
+def test_tiers_nest_split_by_split(custom):
+    names = list(CUSTOM)
+    for bigger, smaller in zip(names, names[1:]):
+        big, small = split_sets(custom, bigger), split_sets(custom, smaller)
+        for split in data.SPLITS:
+            assert small[split] <= big[split], (smaller, split)
+
+
+def test_splits_are_class_stratified(custom):
+    m = custom.manifest
+    share = np.bincount(m[m.tier == "all"].label, minlength=8) / 400
+    for tier, size in [("all", 400), ("half", 200), ("quarter", 100)]:
+        rows = m[m.tier == tier]
+        for split, fraction in zip(data.SPLITS, [0.5, 0.2, 0.3]):
+            per_class = np.bincount(rows[rows.split == split].label, minlength=8)
+            assert np.abs(per_class - size * fraction * share).max() < 2, (tier, split)
+
+
+def test_same_seed_same_draw_other_seed_another(custom):
+    again = data.prepare(None, tiers=CUSTOM)
+    pd.testing.assert_frame_equal(again.manifest, custom.manifest)
+    other = data.prepare(None, tiers=CUSTOM, seed=1)
+    assert split_sets(other, "half")["train"] != split_sets(custom, "half")["train"]
+    assert other.report.tiers == custom.report.tiers  # same sizes, other images
+
+
+def test_thesis_tier_images_do_not_depend_on_the_other_tiers_asked(embedded):
+    alone = data.prepare(None, tiers=data.tiers_for("tiny"))
+    assert split_sets(alone, "tiny") == split_sets(embedded, "tiny")
+    with pytest.raises(ValueError, match="thesis tiers: large, medium, small, tiny"):
+        data.tiers_for("huge")
+
+
+# ------------------------------------------------------------------ broken files, duplicates, input forms
+
+def make_dataset(parent: Path, per_class: int = 3) -> Path:
+    """A small dataset in the official layout, from the first embedded images of each class."""
+    root = parent / "PBC_dataset_normal_DIB"
+    for name in data.CLASSES:
+        (root / name).mkdir(parents=True)
+        for source in sorted((data.EMBEDDED_DATA / name).glob("*.jpg"))[:per_class]:
+            shutil.copy(source, root / name / source.name)
+    return root
+
+
+def add_defects(root: Path) -> dict[str, str]:
+    """The archive's kinds of defects; returns {file: what should happen to it}."""
+    basophil = sorted((root / "basophil").glob("*.jpg"))[0]
+    eosinophil = sorted((root / "eosinophil").glob("*.jpg"))[0]
+    shutil.copy(basophil, root / "basophil" / "ZZ_copy.jpg")  # same class: one kept (the first by path)
+    shutil.copy(eosinophil, root / "neutrophil" / "AA_cross.jpg")  # two labels: both dropped
+    (root / "neutrophil" / ".DS_1.jpg").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    (root / "ig" / "IG_empty.jpg").write_bytes(b"")
+    content = sorted((root / "lymphocyte").glob("*.jpg"))[0].read_bytes()
+    (root / "lymphocyte" / "LY_truncated.jpg").write_bytes(content[: len(content) // 2])
+    Image.new("RGB", (300, 300), (200, 50, 50)).save(root / "monocyte" / "MO_small.jpg")
+    return {"basophil/ZZ_copy.jpg": "same image as " + f"basophil/{basophil.name}",
+            f"eosinophil/{eosinophil.name}": "different labels", "neutrophil/AA_cross.jpg": "different labels",
+            "neutrophil/.DS_1.jpg": "not an image", "ig/IG_empty.jpg": "not an image",
+            "lymphocyte/LY_truncated.jpg": "cannot be decoded", "monocyte/MO_small.jpg": "too small (300x300"}
+
+
+def test_broken_files_and_duplicates_are_skipped_counted_and_named(tmp_path):
+    root = make_dataset(tmp_path)
+    expected = add_defects(root)
+    with pytest.warns(data.DataWarning) as caught:
+        prepared = data.prepare(root, tiers={"all": None})
+    messages = "\n".join(str(w.message) for w in caught)
+    for image in expected:
+        assert str(root / image) in messages, image
+    report = prepared.report
+    assert report.files_seen == 24 + 6
+    assert dict(report.skipped).keys() == {"neutrophil/.DS_1.jpg", "ig/IG_empty.jpg", "lymphocyte/LY_truncated.jpg", "monocyte/MO_small.jpg"}
+    reasons = {**dict(report.skipped), **dict(report.duplicates_dropped)}
+    for image, reason in expected.items():
+        assert reason in reasons[image], (image, reasons[image])
+    assert len(report.duplicates_dropped) == 3 and report.usable == 23
+    used = set(prepared.manifest.image)
+    assert not used & set(expected)
+    assert sorted((root / "basophil").glob("*.jpg"))[0].relative_to(root).as_posix() in used  # the kept copy
+    assert prepared.manifest.sha256.is_unique
+    assert "LY_truncated.jpg" in str(report)
+
+
+def test_zip_and_parent_folder_give_the_same_manifest(tmp_path):
+    root = make_dataset(tmp_path / "src")
+    zip_path = tmp_path / "dl" / "PBC_dataset_normal_DIB.zip"
+    zip_path.parent.mkdir()
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        for file in sorted(root.rglob("*.jpg")):
+            archive.write(file, file.relative_to(root.parent).as_posix())
+        archive.writestr("__MACOSX/PBC_dataset_normal_DIB/._junk", b"metadata")
+    tiers = {"all": None, "some": 10}
+    by_folder = data.prepare(root, tiers=tiers)
+    by_parent = data.prepare(root.parent, tiers=tiers)
+    by_zip = data.prepare(zip_path, tiers=tiers)
+    assert by_parent.root == root and by_zip.root == zip_path.parent / "PBC_dataset_normal_DIB"
+    assert not (zip_path.parent / "__MACOSX").exists()
+    pd.testing.assert_frame_equal(by_zip.manifest, by_folder.manifest)
+    pd.testing.assert_frame_equal(by_parent.manifest, by_folder.manifest)
+    unpacked = by_zip.root.stat().st_ino, by_zip.root.stat().st_mtime_ns
+    data.prepare(zip_path, tiers=tiers)  # unpacked once, not again
+    assert (by_zip.root.stat().st_ino, by_zip.root.stat().st_mtime_ns) == unpacked
+
+
+def test_zip_will_not_overwrite_a_folder_it_did_not_unpack(tmp_path):
+    root = make_dataset(tmp_path)
+    zip_path = tmp_path / "PBC_dataset_normal_DIB.zip"
+    shutil.make_archive(str(zip_path.with_suffix("")), "zip", tmp_path, "PBC_dataset_normal_DIB")
+    with pytest.raises(ValueError, match="pass that folder instead of the zip"):
+        data.prepare(zip_path)
+    assert data.prepare(root).report.usable == 24
+
+
+def test_wrong_folders_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        data.prepare(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="no PBC dataset in"):
+        data.prepare(tmp_path)
+    (tmp_path / "basophil").mkdir()
+    with pytest.raises(ValueError, match="lacks eosinophil, erythroblast"):
+        data.prepare(tmp_path)
+
+
+@pytest.mark.skipif(not os.environ.get("RAYBENCH_SHARED_DATA"), reason="set RAYBENCH_SHARED_DATA to the real pbc_sample folder")
+def test_the_real_sample_of_the_archive():
+    with pytest.warns(data.DataWarning):
+        prepared = data.prepare(os.environ["RAYBENCH_SHARED_DATA"], tiers={"all": None, "tiny": 400})
+    report = prepared.report
+    assert report.files_seen == 4200 and report.skipped == (("neutrophil/.DS_169665.jpg", "not an image"),)
+    dropped = dict(report.duplicates_dropped)
+    assert {"eosinophil/EO_225902.jpg", "neutrophil/BNE_191112.jpg"} <= dropped.keys()
+    assert {k for k, v in dropped.items() if "kept" in v} == {"basophil/BA_809918.jpg", "basophil/BA_786369.jpg", "basophil/BA_988506.jpg"}
+    assert report.usable == 4194 and report.tiers["tiny"] == {"train": 200, "val": 80, "test": 120}
+
+
+# ---------------------------------------------------------------------------------- the decode-once cache
+
+@pytest.fixture
+def decode_count(monkeypatch):
+    calls = []
+    real = data.preprocess
+
+    def counting(img, image_size=352):
+        calls.append(image_size)
+        return real(img, image_size)
+
+    monkeypatch.setattr(data, "preprocess", counting)
+    return calls
+
+
+def test_load_split_follows_the_manifest(embedded, decoded_cache):
+    x, y = data.load_split(embedded, "tiny", "val", cache_dir=decoded_cache)
+    rows = embedded.manifest[(embedded.manifest.tier == "tiny") & (embedded.manifest.split == "val")]
+    assert x.shape == (80, 352, 352) and x.dtype == np.uint8 and not x.flags.writeable
+    assert y.dtype == np.int64 and (y == rows.label.to_numpy()).all()
+    for i in (0, 41, 79):
+        with Image.open(embedded.root / rows.image.iloc[i]) as img:
+            np.testing.assert_array_equal(x[i], data.preprocess(img))
+    with pytest.raises(ValueError, match="tier 'small' was not prepared.*needs 4200 images"):
+        data.load_split(embedded, "small", "train", cache_dir=decoded_cache)
+    with pytest.raises(ValueError, match="unknown split 'validation'"):
+        data.load_split(embedded, "tiny", "validation", cache_dir=decoded_cache)
+
+
+def test_images_are_decoded_once(custom, tmp_path, decode_count):
+    x, y = data.load_split(custom, "half", "train", image_size=32, cache_dir=tmp_path)
+    assert len(decode_count) == 200  # the biggest tier's train split, which holds every tier's
+    again, _ = data.load_split(custom, "half", "train", image_size=32, cache_dir=tmp_path)
+    small, small_y = data.load_split(custom, "tenth", "train", image_size=32, cache_dir=tmp_path)
+    assert len(decode_count) == 200
+    np.testing.assert_array_equal(again, x)
+    rows = custom.manifest[(custom.manifest.tier == "tenth") & (custom.manifest.split == "train")]
+    assert small.shape == (20, 32, 32) and (small_y == rows.label.to_numpy()).all()
+    assert isinstance(small, np.memmap)  # a view of the cache, not a copy
+    data.load_split(custom, "half", "train", image_size=16, cache_dir=tmp_path)
+    assert len(decode_count) == 400  # another image size is another cache
+
+
+def cache_files(folder: Path) -> tuple[Path, Path]:
+    (npy,) = folder.glob("*.npy")
+    return npy, npy.with_suffix(".json")
+
+
+@pytest.mark.parametrize("damage", ["flip a byte", "truncate", "lose the sidecar", "stale sidecar"])
+def test_a_damaged_cache_is_rebuilt_not_used(custom, tmp_path, decode_count, damage):
+    tiers_40 = data.prepare(None, tiers={"tenth": 40})  # a 20-image train split: quick to rebuild
+    x, _ = data.load_split(tiers_40, "tenth", "train", image_size=64, cache_dir=tmp_path)
+    good = np.array(x)
+    npy, sidecar = cache_files(tmp_path)
+    if damage == "flip a byte":
+        with open(npy, "r+b") as handle:
+            handle.seek(npy.stat().st_size - 5000)
+            byte = handle.read(1)
+            handle.seek(-1, io.SEEK_CUR)
+            handle.write(bytes([byte[0] ^ 0xFF]))
+    elif damage == "truncate":
+        os.truncate(npy, npy.stat().st_size // 2)
+    elif damage == "lose the sidecar":
+        sidecar.unlink()
+    else:
+        sidecar.write_text(sidecar.read_text().replace('"shape": [20, 64, 64]', '"shape": [20, 32, 32]'))
+    assert len(decode_count) == 20
+    with pytest.warns(data.DataWarning, match="rebuilding"):
+        rebuilt, _ = data.load_split(tiers_40, "tenth", "train", image_size=64, cache_dir=tmp_path)
+    assert len(decode_count) == 40
+    np.testing.assert_array_equal(rebuilt, good)
+    assert len(list(tmp_path.glob("*.tmp-*"))) == 0
+
+
+# ---------------------------------------------------------------------------------------------- download
+
+def dataset_zip(tmp_path: Path) -> bytes:
+    root = make_dataset(tmp_path / "zipsrc", per_class=2)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for file in sorted(root.rglob("*.jpg")):
+            archive.write(file, file.relative_to(root.parent).as_posix())
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def server(monkeypatch):
+    """A loopback HTTP server serving `state["payload"]` with Range support; `state["cut"]` cuts the next body in half."""
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    state = {"payload": b"", "cut": False, "ranges": []}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path != "/PBC.zip":
+                self.send_error(404)
+                return
+            payload, asked = state["payload"], self.headers.get("Range")
+            state["ranges"].append(asked)
+            start = int(re.fullmatch(r"bytes=(\d+)-", asked).group(1)) if asked else 0
+            if start >= len(payload) and asked:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(payload)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206 if asked else 200)
+            if asked:
+                self.send_header("Content-Range", f"bytes {start}-{len(payload) - 1}/{len(payload)}")
+            self.send_header("Content-Length", str(len(payload) - start))
+            self.end_headers()
+            body = payload[start:]
+            if state["cut"]:  # promise the whole body, send half, hang up
+                state["cut"] = False
+                body = body[: len(body) // 2]
+                self.close_connection = True
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    state["url"] = f"http://127.0.0.1:{httpd.server_address[1]}/PBC.zip"
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_download_checks_and_unpacks(tmp_path, server, capsys):
+    server["payload"] = dataset_zip(tmp_path)
+    dest = tmp_path / "dest"
+    assert data.main(["download", str(dest), "--url", server["url"]]) == 0
+    root = dest / "PBC_dataset_normal_DIB"
+    assert f"dataset ready at {root}" in capsys.readouterr().out
+    assert (dest / data.PBC_ZIP).read_bytes() == server["payload"] and not (dest / (data.PBC_ZIP + ".part")).exists()
+    assert data.prepare(dest, tiers={"all": None}).report.usable == 16
+    assert data.download(dest, url=server["url"]) == root
+    assert server["ranges"] == [None]  # done once: the second call fetched nothing
+
+
+def test_a_cut_download_resumes_on_the_next_call(tmp_path, server):
+    server["payload"] = payload = dataset_zip(tmp_path)
+    server["cut"] = True
+    dest = tmp_path / "dest"
+    with pytest.raises(data.DownloadError, match=r"run the same command again to resume"):
+        data.download(dest, url=server["url"], attempts=1)
+    part = dest / (data.PBC_ZIP + ".part")
+    assert part.stat().st_size == len(payload) // 2
+    root = data.download(dest, url=server["url"], attempts=1)
+    assert server["ranges"] == [None, f"bytes={len(payload) // 2}-"]
+    assert (dest / data.PBC_ZIP).read_bytes() == payload and root == dest / "PBC_dataset_normal_DIB"
+
+
+def test_a_cut_download_is_retried_within_one_call(tmp_path, server):
+    server["payload"] = payload = dataset_zip(tmp_path)
+    server["cut"] = True
+    data.download(tmp_path / "dest", url=server["url"], attempts=2, retry_wait=0)
+    assert server["ranges"] == [None, f"bytes={len(payload) // 2}-"]
+
+
+def test_a_whole_part_file_is_finished_without_refetching(tmp_path, server):
+    server["payload"] = payload = dataset_zip(tmp_path)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / (data.PBC_ZIP + ".part")).write_bytes(payload)
+    data.download(dest, url=server["url"], attempts=1)
+    assert server["ranges"] == [f"bytes={len(payload)}-"]  # answered 416: nothing left to fetch
+
+
+def test_a_download_that_is_not_the_dataset_is_refused(tmp_path, server):
+    server["payload"] = b"<html>Please log in</html>"
+    with pytest.raises(data.DownloadError, match="not the PBC dataset"):
+        data.download(tmp_path, url=server["url"], attempts=1)
+    assert not list(tmp_path.glob("*.part")) and not (tmp_path / data.PBC_ZIP).exists()
+    with pytest.raises(data.DownloadError, match="HTTP 404"):
+        data.download(tmp_path, url=server["url"].replace("PBC.zip", "gone.zip"), attempts=3)
+
+
+def test_prepare_command_prints_the_report(capsys):
+    assert data.main(["prepare"]) == 0
+    out = capsys.readouterr().out
+    assert "usable images" in out and "tiny" in out
+    assert data.main(["prepare", "/nonexistent/folder"]) == 1
