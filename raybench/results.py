@@ -23,7 +23,7 @@ SCORE_COLUMNS = tuple(f"score_{name}" for name in CLASSES)
 TRIALS_SCHEMA = pa.schema([
     ("trial_id", pa.string()), ("model", pa.string()), ("tier", pa.string()), ("pretrained", pa.bool_()),
     ("seed", pa.int64()), ("split_seed", pa.int64()), ("image_size", pa.int64()), ("precision", pa.string()),
-    ("channels_last", pa.bool_()), ("device", pa.string()),
+    ("channels_last", pa.bool_()), ("device", pa.string()), ("node", pa.string()),
     ("parameters", pa.int64()), ("trainable_parameters", pa.int64()), ("batch_size", pa.int64()),
     ("max_epochs", pa.int64()), ("epochs", pa.int64()), ("best_epoch", pa.int64()), ("stopped_early", pa.bool_()),
     ("best_val_loss", pa.float64()), ("train_seconds", pa.float64()), ("seconds_per_epoch", pa.float64()),
@@ -36,6 +36,7 @@ TRIALS_SCHEMA = pa.schema([
 EPOCHS_SCHEMA = pa.schema([
     ("trial_id", pa.string()), ("epoch", pa.int64()), ("train_loss", pa.float64()), ("val_loss", pa.float64()),
     ("val_accuracy", pa.float64()), ("lr", pa.float64()), ("improved", pa.bool_()), ("epoch_seconds", pa.float64()),
+    ("node", pa.string()),
 ])
 
 PREDICTIONS_SCHEMA = pa.schema(

@@ -7,6 +7,7 @@ unless --storage points elsewhere (NFS, s3://bucket/prefix on a cluster).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -57,9 +58,8 @@ def check_placeable(plan: pd.DataFrame) -> None:
 class ResultsCallback(tune.Callback):
     """Copies each finished trial's rows into the results folder at once, and records failures."""
 
-    def __init__(self, out: Path, manifest: pd.DataFrame) -> None:
-        self.out, self.manifest = out, manifest
-        self.started = time.time()
+    def __init__(self, out: Path, manifest: pd.DataFrame, specs: dict[str, train.Trial]) -> None:
+        self.out, self.manifest, self.specs = out, manifest, specs
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trainable.result_from_checkpoint(trial.checkpoint)
@@ -71,7 +71,7 @@ class ResultsCallback(tune.Callback):
               f"{row['epochs']} epochs, test accuracy {row['test_accuracy']:.3f}, {row['train_seconds']:.1f}s", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        spec = trainable.trial_from_config(trial.config)
+        spec = trainable.trial_spec(trial.config, self.specs)
         error = trial.get_error()
         message = str(error) if error is not None else "unknown error (see the trial's error.txt)"
         row = {"trial_id": spec.trial_id, "model": spec.model, "tier": spec.tier, "pretrained": spec.pretrained,
@@ -85,15 +85,17 @@ def build_tuner(grid: grids.Grid, prepared: pbc.Prepared, *, out: Path, args: ar
                 name: str) -> tune.Tuner:
     storage = args.storage or str(out / "ray")
 
-    def trial_resources(config: dict) -> dict:
-        return resources.trial_resources(trainable.trial_from_config(config), gpu_memory_gb=gpu_gb, cpus=args.cpus_per_trial)
+    specs = {t.trial_id: t for t in grid.trials}
 
-    fn = tune.with_resources(tune.with_parameters(trainable.run_trial, prepared=prepared), trial_resources)
+    def trial_resources(config: dict) -> dict:
+        return resources.trial_resources(trainable.trial_spec(config, specs), gpu_memory_gb=gpu_gb, cpus=args.cpus_per_trial)
+
+    fn = tune.with_resources(tune.with_parameters(trainable.run_trial, prepared=prepared, specs=specs), trial_resources)
     run_config = tune.RunConfig(
         name=name, storage_path=storage,
         failure_config=tune.FailureConfig(max_failures=args.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        callbacks=[ResultsCallback(out, prepared.manifest)],
+        callbacks=[ResultsCallback(out, prepared.manifest, specs)],
     )
     experiment = f"{storage.rstrip('/')}/{name}"
     if args.resume and tune.Tuner.can_restore(experiment):
@@ -102,13 +104,12 @@ def build_tuner(grid: grids.Grid, prepared: pbc.Prepared, *, out: Path, args: ar
     done = {tid for tid, status in results.finished_trials(out).items() if status == "ok"}
     todo = [t for t in grid.trials if t.trial_id not in done]
     space = {
-        "trial": tune.grid_search([trainable.trial_to_config(t) for t in todo]),
+        "trial_id": tune.grid_search([t.trial_id for t in todo]),
         "cache_dir": args.cache, "weights_file": args.weights,
     }
     tune_config = tune.TuneConfig(
         max_concurrent_trials=args.max_concurrent or None, reuse_actors=True,
-        trial_name_creator=lambda t: trainable.trial_from_config(t.config).trial_id,
-        trial_dirname_creator=lambda t: trainable.trial_from_config(t.config).trial_id,
+        trial_name_creator=lambda t: t.config["trial_id"], trial_dirname_creator=lambda t: t.config["trial_id"],
     )
     return tune.Tuner(fn, param_space=space, tune_config=tune_config, run_config=run_config)
 
@@ -173,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     results.write_plan(out, plan)
     results.write_manifest(out, prepared.manifest)
 
+    # each epoch checkpoints, so Ray snapshots often; that is intended here, not a warning
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     ray.init(address=args.address, num_cpus=None if args.address else args.num_cpus)
     if gpu_gb is None and ray.cluster_resources().get("GPU", 0) > 0:  # a cluster whose GPUs are on other nodes
         gpu_gb = ray.get(ray.remote(num_gpus=1)(resources.local_gpu_memory_gb).remote())

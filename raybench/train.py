@@ -293,6 +293,33 @@ def fit(trainer: Trainer, *, on_epoch_end: typing.Callable[[dict, Trainer], None
     return trainer.history
 
 
+def fit_halving_on_oom(build: typing.Callable[[int], Trainer], *, batch_size: int, state: dict | None = None,
+                       on_epoch_end: typing.Callable[[dict, Trainer, int], None] | None = None,
+                       min_batch_size: int = 1, label: str = "trial") -> Trainer:
+    """`fit` a trainer from `build(batch_size)`, restored from `state` if given; on CUDA out-of-memory,
+    halve the batch size and start again from scratch, down to `min_batch_size`.
+
+    The thesis did this by hand for the models that did not fit its 10 GB card. `on_epoch_end` also gets
+    the epoch this attempt started from.
+    """
+    while True:
+        trainer = None
+        try:
+            trainer = build(batch_size)
+            if state is not None:
+                trainer.load_state_dict(state)
+            start = trainer.epoch
+            fit(trainer, on_epoch_end=None if on_epoch_end is None else lambda row, t: on_epoch_end(row, t, start))
+            return trainer
+        except torch.cuda.OutOfMemoryError:
+            if batch_size // 2 < min_batch_size:
+                raise
+            batch_size, state, trainer = batch_size // 2, None, None
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            print(f"{label}: CUDA out of memory, starting again with batch size {batch_size}", flush=True)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -323,6 +350,8 @@ def build_trainer(trial: Trial, prepared: pbc.Prepared, *, cache_dir: str | Path
     """Seed, build the model and put the trial's train and validation splits on the device."""
     config = trial.config
     device = resolve_device(config.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
     seed_everything(trial.seed)
     model = models.build_model(trial.model, image_size=config.image_size, pretrained=trial.pretrained, weights_file=weights_file)
     model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import ray
 import torch
 from ray import tune
 
@@ -19,22 +20,19 @@ from raybench import results, train
 
 STATE_FILE = "state.pt"
 RESULT_FILE = "result.pt"
-MIN_BATCH_SIZE = 1  # the floor of the out-of-memory halving
 
 
 class InjectedFailure(RuntimeError):
     """Raised on purpose by `inject_failure` to exercise the fault tolerance."""
 
 
-def trial_from_config(config: dict) -> train.Trial:
-    spec = dict(config["trial"])
-    return train.Trial(spec["model"], spec["tier"], pretrained=spec["pretrained"], seed=spec["seed"],
-                       config=train.TrainConfig(**spec["config"]))
-
-
-def trial_to_config(trial: train.Trial) -> dict:
-    return {"model": trial.model, "tier": trial.tier, "pretrained": trial.pretrained, "seed": trial.seed,
-            "config": dataclasses.asdict(trial.config)}
+def trial_spec(config: dict, specs: dict[str, train.Trial]) -> train.Trial:
+    """The trial a Ray config names (the config holds only its trial_id; the specs travel by object store)."""
+    try:
+        return specs[config["trial_id"]]
+    except KeyError:
+        raise ValueError(f"trial {config['trial_id']!r} is not in the grid any more: resume with the grid (and --only/--set) "
+                         "the run was started with") from None
 
 
 def _report(row: dict, trainer: train.Trainer | None, *, result: results.TrialResult | None = None) -> None:
@@ -58,44 +56,34 @@ def _injected(trial: train.Trial, epoch: int, start_epoch: int) -> None:
         raise InjectedFailure(f"injected failure after epoch {epoch} ({trial.config.inject_failure})")
 
 
-def run_trial(config: dict, *, prepared: pbc.Prepared) -> None:
+def run_trial(config: dict, *, prepared: pbc.Prepared, specs: dict[str, train.Trial]) -> None:
     """The function trainable (wrapped by `tune.with_parameters` and `tune.with_resources` in run.py)."""
-    trial = trial_from_config(config)
+    trial = trial_spec(config, specs)
     cache_dir = config["cache_dir"]
     checkpoint = tune.get_checkpoint()
+    finished = result_from_checkpoint(checkpoint)
+    if finished is not None:  # it had finished before the driver noticed: report it again
+        _report({"done": True, **_summary(finished)}, None, result=finished)
+        return
     state = None
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            if (Path(directory) / RESULT_FILE).exists():  # finished before the driver noticed: report it again
-                result = results.TrialResult(**torch.load(Path(directory) / RESULT_FILE, weights_only=False))
-                _report({"done": True, **_summary(result)}, None, result=result)
-                return
             state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
 
-    batch_size = state["batch_size"] if state is not None else trial.batch_size
-    while True:
-        try:
-            trainer = train.build_trainer(trial, prepared, cache_dir=cache_dir, batch_size=batch_size,
-                                          weights_file=config.get("weights_file"))
-            if state is not None:
-                trainer.load_state_dict(state)
-            start_epoch = trainer.epoch
+    node = ray.get_runtime_context().get_node_id()
 
-            def on_epoch_end(row: dict, trainer: train.Trainer) -> None:
-                _report({**row, "batch_size": trainer.batch_size, "done": False}, trainer)
-                _injected(trial, row["epoch"], start_epoch)
+    def build(batch_size: int) -> train.Trainer:
+        return train.build_trainer(trial, prepared, cache_dir=cache_dir, batch_size=batch_size, weights_file=config.get("weights_file"))
 
-            train.fit(trainer, on_epoch_end=on_epoch_end)
-            break
-        except torch.cuda.OutOfMemoryError:
-            # the thesis halved the batch size by hand when a model did not fit; restart from scratch
-            if batch_size // 2 < MIN_BATCH_SIZE:
-                raise
-            batch_size, state = batch_size // 2, None
-            torch.cuda.empty_cache()
-            print(f"{trial.trial_id}: CUDA out of memory, restarting with batch size {batch_size}", flush=True)
+    def on_epoch_end(row: dict, trainer: train.Trainer, start_epoch: int) -> None:
+        row["node"] = node  # the Ray node that trained this epoch (it is kept in the history)
+        _report({**row, "batch_size": trainer.batch_size, "done": False}, trainer)
+        _injected(trial, row["epoch"], start_epoch)
 
+    trainer = train.fit_halving_on_oom(build, batch_size=state["batch_size"] if state else trial.batch_size, state=state,
+                                       on_epoch_end=on_epoch_end, label=trial.trial_id)
     result = train.finish_trial(trainer, trial, prepared, cache_dir=cache_dir)
+    result.trial["node"] = node
     _report({"done": True, **_summary(result)}, None, result=result)
 
 

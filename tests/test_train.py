@@ -116,3 +116,22 @@ def test_lr_column_is_the_rate_used_for_that_epoch():
     trainer = make_trainer(max_epochs=3, lr=0.0)  # no learning: losses flat, plateau never reached in 3 epochs
     train.fit(trainer)
     assert [r["lr"] for r in trainer.history] == [0.0, 0.0, 0.0]
+
+
+def test_out_of_memory_halves_the_batch_size_and_starts_again():
+    built = []
+
+    def build(batch_size):
+        built.append(batch_size)
+        trainer = make_trainer(max_epochs=2)
+        trainer.batch_size = batch_size
+        return trainer
+
+    def on_epoch_end(row, trainer, start):
+        if trainer.batch_size > 8:  # a card that holds 8 images at most
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    trainer = train.fit_halving_on_oom(build, batch_size=32, on_epoch_end=on_epoch_end)
+    assert built == [32, 16, 8] and trainer.batch_size == 8 and trainer.epoch == 2
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        train.fit_halving_on_oom(build, batch_size=32, on_epoch_end=on_epoch_end, min_batch_size=16)
