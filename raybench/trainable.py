@@ -50,9 +50,10 @@ def _report(row: dict, trainer: train.Trainer | None, *, result: results.TrialRe
 
 
 def _injected(trial: train.Trial, epoch: int, start_epoch: int) -> None:
-    """`inject_failure=once:N` fails after epoch N unless resumed at or past it; `always:N` fails every attempt."""
+    """`inject_failure=once:N` fails after epoch N unless resumed at or past it; `always:N` fails after every
+    epoch from N on, so every retry fails too."""
     kind, _, at = trial.config.inject_failure.partition(":")
-    if kind and epoch == int(at) and (kind == "always" or start_epoch < int(at)):
+    if (kind == "always" and epoch >= int(at)) or (kind == "once" and epoch == int(at) and start_epoch < int(at)):
         raise InjectedFailure(f"injected failure after epoch {epoch} ({trial.config.inject_failure})")
 
 

@@ -124,7 +124,7 @@ def test_failing_trial_gets_a_failed_row_and_a_flaky_one_recovers(tmp_path):
     assert "injected failure after epoch 2" in trials.loc["mobilenet_small", "error"]
     epochs = pd.read_parquet(tmp_path / "results" / "faults" / "epochs.parquet")
     mixer = epochs[epochs.trial_id == "mlpmixer_s32-tiny-seed0"]
-    assert list(mixer.epoch) == list(range(1, trials.loc["mlpmixer_s32", "epochs"] + 1))
+    assert list(mixer.epoch) == list(range(1, int(trials.loc["mlpmixer_s32", "epochs"]) + 1))
 
 
 def test_a_trial_no_node_can_hold_is_refused_at_once(tmp_path):

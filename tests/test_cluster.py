@@ -1,0 +1,287 @@
+"""Multi-node: the cluster launcher files pass Ray's own validator, and a real two-node Ray cluster on this
+machine runs a grid across both nodes and loses a node mid-trial at no cost but time."""
+import copy
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import jsonschema
+import pandas as pd
+import pytest
+import ray
+import yaml
+from ray.autoscaler._private import commands
+from ray.autoscaler._private.util import prepare_config, validate_config
+from ray.cluster_utils import Cluster
+
+ROOT = Path(__file__).resolve().parents[1]
+AWS, ONPREM = ROOT / "cluster.yaml", ROOT / "cluster-onprem.yaml"
+
+pytestmark = pytest.mark.cluster
+
+# The request parameters of EC2 RunInstances (botocore's ec2 2016-11-15 model). Ray's AWS provider hands a node
+# type's node_config to boto3 unchecked (Ray's schema says only "object"), so a misspelt key would fail only at
+# launch; SubnetIds is Ray's own key (one SubnetId is picked from the list).
+RUN_INSTANCES = frozenset("""
+    AdditionalInfo BlockDeviceMappings CapacityReservationSpecification ClientToken CpuOptions CreditSpecification
+    DisableApiStop DisableApiTermination DryRun EbsOptimized ElasticGpuSpecification ElasticInferenceAccelerators
+    EnablePrimaryIpv6 EnclaveOptions HibernationOptions IamInstanceProfile ImageId InstanceInitiatedShutdownBehavior
+    InstanceMarketOptions InstanceType Ipv6AddressCount Ipv6Addresses KernelId KeyName LaunchTemplate
+    LicenseSpecifications MaintenanceOptions MaxCount MetadataOptions MinCount Monitoring NetworkInterfaces
+    NetworkPerformanceOptions Operator Placement PrivateDnsNameOptions PrivateIpAddress RamdiskId SecondaryInterfaces
+    SecurityGroupIds SecurityGroups SubnetId TagSpecifications UserData SubnetIds""".split())
+EBS = frozenset("""AvailabilityZone AvailabilityZoneId DeleteOnTermination EbsCardIndex Encrypted Iops KmsKeyId
+    OutpostArn SnapshotId Throughput VolumeInitializationRate VolumeSize VolumeType""".split())
+
+
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def validate_aws(config: dict) -> dict:
+    """What `ray up` does to the file before its first call to AWS (the provider's own bootstrap, which needs
+    credentials, comes next): merge the provider's defaults and the setup commands, check the Docker and
+    worker settings, validate against the schema the ray wheel ships. Then the node_config keys, which Ray
+    does not check, against EC2's RunInstances parameters."""
+    config = prepare_config(copy.deepcopy(config))
+    validate_config(config)
+    for name, node_type in config["available_node_types"].items():
+        node_config = node_type["node_config"]
+        unknown = set(node_config) - RUN_INSTANCES
+        unknown |= {f"Ebs.{k}" for m in node_config.get("BlockDeviceMappings", []) for k in m.get("Ebs", {})} - {f"Ebs.{k}" for k in EBS}
+        if unknown:
+            raise ValueError(f"node type {name!r}: {sorted(unknown)} are not EC2 RunInstances parameters")
+    return config
+
+
+def validate_onprem(config: dict) -> dict:
+    """The whole of `ray up`'s config preparation for the local provider (nothing of it contacts the boxes)."""
+    return commands._bootstrap_config(copy.deepcopy(config), no_config_cache=True)
+
+
+def test_aws_cluster_file_passes_rays_validator():
+    config = validate_aws(load(AWS))
+    head = config["available_node_types"][config["head_node_type"]]
+    workers = [t for name, t in config["available_node_types"].items() if name != config["head_node_type"]]
+    assert config["provider"]["type"] == "aws"
+    assert head["resources"] == {"CPU": 0} and "GPU" not in head["resources"]  # trials never land on the head
+    assert len(workers) == 1 and workers[0]["resources"]["GPU"] == 1
+    assert 1 <= workers[0]["min_workers"] <= workers[0]["max_workers"] <= config["max_workers"]
+    assert "IamInstanceProfile" in workers[0]["node_config"]  # the workers write checkpoints to S3
+    # the cluster runs the Ray this checkout runs (ray up and ray job submit need the same version)
+    assert config["docker"]["image"] == f"rayproject/ray:{ray.__version__}-py311-gpu"
+    # none of Ray's AWS default commands (a nightly Ray wheel) survive the merge with its defaults.yaml
+    assert not any("ray-wheels" in c for c in config["head_setup_commands"] + config["worker_setup_commands"])
+
+
+def test_onprem_cluster_file_passes_rays_validator():
+    source = load(ONPREM)
+    config = validate_onprem(source)
+    (node_type,) = config["available_node_types"].values()
+    assert config["provider"]["type"] == "local"
+    assert node_type["min_workers"] == node_type["max_workers"] == len(source["provider"]["worker_ips"]) >= 1
+
+
+@pytest.mark.parametrize("path", [AWS, ONPREM], ids=["aws", "onprem"])
+def test_both_files_sync_this_checkout_and_install_it(path):
+    config = load(path)
+    assert config["file_mounts"] == {"~/raybench": "."}  # `ray up` runs from the project root
+    assert (ROOT / "pyproject.toml").exists() and "/.git" in config["rsync_exclude"] and ".gitignore" in config["rsync_filter"]
+    assert any("pip install -e ~/raybench" in c for c in config["setup_commands"])
+    assert any("raybench.data download ~/data" in c for c in config["setup_commands"])  # the same data path on every node
+
+
+def _rename(mapping: dict, old: str, new: str) -> None:
+    mapping[new] = mapping.pop(old)
+
+
+def _set(path: tuple, value):
+    def apply(config: dict) -> None:
+        *parents, key = path
+        for part in parents:
+            config = config[part]
+        config[key] = value
+    return apply
+
+
+AWS_BREAKAGES = {
+    "top-level key misspelt": (lambda c: _rename(c, "setup_commands", "setup_comands"), jsonschema.ValidationError),
+    "node-type key misspelt": (lambda c: _rename(c["available_node_types"]["gpu"], "min_workers", "min_worker"), jsonschema.ValidationError),
+    "docker key misspelt": (lambda c: _rename(c["docker"], "pull_before_run", "pull_before_rum"), jsonschema.ValidationError),
+    "docker image misspelt": (lambda c: _rename(c["docker"], "image", "imgae"), AssertionError),  # Ray's docker check
+    "fractional GPU": (_set(("available_node_types", "gpu", "resources", "GPU"), 0.5), jsonschema.ValidationError),
+    "negative CPU": (_set(("available_node_types", "head", "resources", "CPU"), -1), jsonschema.ValidationError),
+    "GPU as a string": (_set(("available_node_types", "gpu", "resources", "GPU"), "1"), jsonschema.ValidationError),
+    "head type undefined": (_set(("head_node_type",), "haed"), ValueError),
+    "min_workers above max_workers": (_set(("max_workers",), 0), ValueError),
+    "EC2 parameter misspelt": (lambda c: _rename(c["available_node_types"]["gpu"]["node_config"], "InstanceType", "InstanceTyp"), ValueError),
+    "EBS parameter misspelt": (lambda c: _rename(c["available_node_types"]["gpu"]["node_config"]["BlockDeviceMappings"][0]["Ebs"],
+                                                 "VolumeSize", "VolumeSiz"), ValueError),
+}
+
+ONPREM_BREAKAGES = {
+    "top-level key misspelt": (lambda c: _rename(c, "head_start_ray_commands", "head_start_ray_comands"), jsonschema.ValidationError),
+    "auth key misspelt": (lambda c: _rename(c["auth"], "ssh_user", "ssh_usr"), jsonschema.ValidationError),
+    "worker_ips misspelt": (lambda c: _rename(c["provider"], "worker_ips", "worker_ip"), click.ClickException),
+    "node types on-premise": (_set(("available_node_types",), {"gpu": {"resources": {"GPU": 1}, "node_config": {}}}), click.ClickException),
+}
+
+
+@pytest.mark.parametrize("breakage", AWS_BREAKAGES, ids=str)
+def test_aws_file_with_a_typo_or_a_bad_resource_is_rejected(breakage):
+    mutate, error = AWS_BREAKAGES[breakage]
+    config = load(AWS)
+    validate_aws(config)  # the file itself passes
+    mutate(config)
+    with pytest.raises(error):
+        validate_aws(config)
+
+
+@pytest.mark.parametrize("breakage", ONPREM_BREAKAGES, ids=str)
+def test_onprem_file_with_a_typo_is_rejected(breakage):
+    mutate, error = ONPREM_BREAKAGES[breakage]
+    config = load(ONPREM)
+    mutate(config)
+    with pytest.raises(error):
+        validate_onprem(config)
+
+
+# ------------------------------------------------------------------------------- a real two-node cluster
+
+# Two trials of equal length, one CPU each: on two one-CPU nodes, one runs on each.
+GRID = {
+    "name": "cluster", "seeds": [0, 1],
+    "options": {"image_size": 32, "max_epochs": 8, "es_start": 1, "es_patience": 8, "es_min_delta": 0.0},
+    "sweeps": [{"models": ["mobilenet_small"], "tiers": ["tiny"]}],
+}
+EPOCHS = GRID["options"]["max_epochs"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A Ray cluster of two nodes on this machine (a head and a worker, separate raylets, 1 CPU each)."""
+    # a short private temp folder: Ray's socket paths must fit in 107 bytes, and its address file
+    # (ray_current_cluster) must not lead another Ray on this machine to join this cluster
+    temp = tempfile.mkdtemp(prefix="rbc-", dir="/tmp")
+    saved = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = temp
+    nodes = None
+    try:
+        nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+        nodes.add_node(num_cpus=1)
+        nodes.wait_for_nodes()
+        yield nodes
+    finally:
+        if nodes is not None:
+            nodes.shutdown()  # this cluster's processes only (`ray stop` would stop every Ray on the machine)
+        if saved is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = saved
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("cluster")
+    (work / "grid.py").write_text(f"GRID = {GRID!r}\n")
+    return work
+
+
+def driver(cluster, work: Path, name: str, **popen) -> subprocess.Popen:
+    """`python -m raybench.run` joining the cluster, with storage every node can reach (one machine: a folder)."""
+    cmd = [sys.executable, "-m", "raybench.run", str(work / "grid.py"), "--name", name, "--address", cluster.address,
+           "--storage", str(work / "storage"), "--results", str(work / "results"), "--cache", str(work / "cache")]
+    env = {**os.environ, "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(cmd, env=env, text=True, **popen)
+
+
+def stop(run: subprocess.Popen) -> None:
+    if run.poll() is None:
+        run.kill()
+        run.wait()
+
+
+def checkpointed(storage: Path, pattern: str) -> bool:
+    """Whether both trials have a checkpoint whose folder name matches `pattern`."""
+    trials = list(storage.glob("mobilenet_small-*"))
+    return len(trials) == 2 and all(any(trial.glob(pattern)) for trial in trials)
+
+
+def read(results: Path) -> dict[str, pd.DataFrame]:
+    frames = {name: pd.read_parquet(results / f"{name}.parquet") for name in ("trials", "epochs", "predictions")}
+    frames["trials"] = frames["trials"].sort_values("trial_id", ignore_index=True)
+    frames["epochs"] = frames["epochs"].sort_values(["trial_id", "epoch"], ignore_index=True)
+    frames["predictions"] = frames["predictions"].sort_values(["trial_id", "image"], ignore_index=True)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def undisturbed(cluster, work) -> dict[str, pd.DataFrame]:
+    run = driver(cluster, work, "whole", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        output, _ = run.communicate(timeout=300)
+    finally:
+        stop(run)
+    assert run.returncode == 0, output[-5000:]
+    return read(work / "results" / "whole")
+
+
+def node_ids(cluster) -> tuple[str, str]:
+    (worker,) = cluster.worker_nodes
+    return cluster.head_node.node_id, worker.node_id
+
+
+@pytest.mark.slow
+def test_a_grid_on_a_two_node_cluster_runs_trials_on_both_nodes(cluster, undisturbed):
+    trials, epochs = undisturbed["trials"], undisturbed["epochs"]
+    assert (trials.status == "ok").all() and len(trials) == 2
+    assert set(trials.node) == set(node_ids(cluster))
+    for trial in trials.itertuples():
+        rows = epochs[epochs.trial_id == trial.trial_id]
+        assert list(rows.epoch) == list(range(1, EPOCHS + 1)) and set(rows.node) == {trial.node}
+
+
+@pytest.mark.slow
+def test_a_node_lost_mid_trial_costs_only_time(cluster, work, undisturbed):
+    head, worker = node_ids(cluster)
+    log = work / "cut.log"
+    with open(log, "w") as out:
+        run = driver(cluster, work, "cut", stdout=out, stderr=subprocess.STDOUT)
+    try:
+        # both trials, so the worker's too, have checkpointed epoch 3 (checkpoint_000002) to 7, not finished
+        deadline = time.time() + 180
+        while not checkpointed(work / "storage" / "cut", "checkpoint_00000[2-6]"):
+            assert run.poll() is None and time.time() < deadline, log.read_text()[-5000:]
+            time.sleep(0.1)
+        (worker_node,) = cluster.worker_nodes
+        cluster.remove_node(worker_node, allow_graceful=False)  # SIGKILL: its raylet, its trial, all on it
+        assert run.wait(timeout=300) == 0, log.read_text()[-5000:]
+    finally:
+        stop(run)
+    cut, whole = read(work / "results" / "cut"), undisturbed
+
+    assert (cut["trials"].status == "ok").all() and set(cut["trials"].node) == {head}
+    moved = cut["epochs"][cut["epochs"].node == worker].trial_id.unique()
+    assert len(moved) == 1, "exactly the trial on the lost node has epochs there"
+    for trial_id, rows in cut["epochs"].groupby("trial_id"):
+        assert list(rows.epoch) == list(range(1, EPOCHS + 1))  # every epoch exactly once
+        if trial_id == moved[0]:
+            # it went on from its last checkpoint on the head: a prefix of its epochs ran on the worker, the
+            # rest (at least one) after the kill on the surviving node. The prefix is 2 epochs or more: epoch 3's
+            # checkpoint was on the storage, but the driver may not have registered it before the node died.
+            on_worker = int((rows.node == worker).sum())
+            assert 2 <= on_worker < EPOCHS and list(rows.node) == [worker] * on_worker + [head] * (EPOCHS - on_worker)
+        else:
+            assert set(rows.node) == {head}
+    # the numbers of an undisturbed run with the same seeds
+    pd.testing.assert_frame_equal(cut["epochs"].drop(columns=["node", "epoch_seconds"]),
+                                  whole["epochs"].drop(columns=["node", "epoch_seconds"]))
+    numbers = ["trial_id", "epochs", "best_epoch", "best_val_loss", "test_accuracy", "map_at_5", "map_at_100", "confusion_matrix"]
+    pd.testing.assert_frame_equal(cut["trials"][numbers], whole["trials"][numbers])
+    pd.testing.assert_frame_equal(cut["predictions"], whole["predictions"])
