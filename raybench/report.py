@@ -804,7 +804,7 @@ def heatmap_figure(comparison: pd.DataFrame) -> Figure:
         ax.set_title(name, fontsize=10)
         bar = fig.colorbar(image, ax=ax, orientation="horizontal", fraction=0.04 if len(labels) > 10 else 0.1, pad=0.02, aspect=15)
         bar.set_ticks([vmin, (vmin + vmax) / 2, vmax])
-    fig.suptitle("Accuracy, configuration × tier (grey: no result; *: some seeds failed or missing)", fontsize=11)
+    fig.suptitle("Accuracy, configuration × tier\n(grey: no result; *: some seeds failed or missing)", fontsize=10)
     return fig
 
 
