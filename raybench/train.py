@@ -140,7 +140,7 @@ class DeviceSplit:
 
     def __init__(self, x: np.ndarray, y: np.ndarray, *, channels: int, device: torch.device, channels_last: bool = False) -> None:
         self.x = torch.from_numpy(np.array(x, dtype=np.uint8)).to(device)  # a copy: the cache is a read-only memmap
-        self.y = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
+        self.y = torch.from_numpy(np.array(y, dtype=np.int64)).to(device)
         self.channels, self.channels_last = channels, channels_last
 
     def __len__(self) -> int:

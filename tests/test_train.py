@@ -135,3 +135,31 @@ def test_out_of_memory_halves_the_batch_size_and_starts_again():
     assert built == [32, 16, 8] and trainer.batch_size == 8 and trainer.epoch == 2
     with pytest.raises(torch.cuda.OutOfMemoryError):
         train.fit_halving_on_oom(build, batch_size=32, on_epoch_end=on_epoch_end, min_batch_size=16)
+
+
+def test_one_trial_runner_writes_the_four_files(tmp_path, capsys):
+    import pandas as pd
+
+    from raybench import metrics
+
+    out = tmp_path / "one"
+    train.main(["--model", "mlpmixer_s32", "--tier", "tiny", "--out", str(out), "--cache", str(tmp_path / "cache"),
+                "--set", "image_size=32", "--set", "max_epochs=4", "--set", "es_start=1", "--set", "es_patience=2"])
+    printed = capsys.readouterr().out
+    assert "epoch   1" in printed and "mlpmixer_s32-tiny-seed0" in printed
+    r = {n: pd.read_parquet(out / f"{n}.parquet") for n in ("trials", "epochs", "predictions", "manifest")}
+    t = r["trials"].iloc[0]
+    assert (t.status, t.n_train, t.n_val, t.n_test, t.parameters) == ("ok", 200, 80, 120, t.trainable_parameters)
+    assert list(r["epochs"].epoch) == list(range(1, t.epochs + 1)) and 1 <= t.best_epoch <= t.epochs
+    assert len(r["manifest"]) == 400 and set(r["manifest"].tier) == {"tiny"}
+    p = r["predictions"]
+    scores = p[[c for c in p.columns if c.startswith("score_")]].to_numpy()
+    assert len(p) == 120 and set(p.image) == set(r["manifest"].query("split == 'test'").image)
+    assert t.test_accuracy == pytest.approx(metrics.accuracy(scores, p.label.to_numpy()))
+    assert t.map_at_5 == pytest.approx(metrics.map_at_n(scores, p.label.to_numpy(), 5))
+
+
+def test_one_trial_runner_names_a_bad_option(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--model", "lenet5", "--tier", "tiny", "--out", str(tmp_path), "--set", "epochs=3"])
+    assert "unknown training option 'epochs'" in capsys.readouterr().err
