@@ -143,6 +143,18 @@ def write_results(out: str | Path, trial_results: list[TrialResult], *, manifest
     consolidate(out, manifest=manifest)
 
 
+def mirror(out: str | Path, uri: str) -> None:
+    """Copy the consolidated result files to `uri`: a path, or any pyarrow filesystem URI (s3://bucket/prefix)."""
+    from pyarrow import fs
+
+    filesystem, base = fs.FileSystem.from_uri(uri if "://" in uri else str(Path(uri).resolve()))
+    filesystem.create_dir(base, recursive=True)
+    for name in ("trials", "epochs", "predictions", "manifest", "plan"):
+        source = Path(out) / f"{name}.parquet"
+        if source.exists():
+            fs.copy_files(str(source), f"{base}/{name}.parquet", destination_filesystem=filesystem)
+
+
 def class_names(path: str | Path) -> list[str]:
     """The class names stored in a result file's metadata (label i is class_names[i])."""
     metadata = pq.read_schema(path).metadata or {}

@@ -58,14 +58,19 @@ def check_placeable(plan: pd.DataFrame) -> None:
 class ResultsCallback(tune.Callback):
     """Copies each finished trial's rows into the results folder at once, and records failures."""
 
-    def __init__(self, out: Path, manifest: pd.DataFrame, specs: dict[str, train.Trial]) -> None:
-        self.out, self.manifest, self.specs = out, manifest, specs
+    def __init__(self, out: Path, manifest: pd.DataFrame, specs: dict[str, train.Trial], *, mirror: str | None = None) -> None:
+        self.out, self.manifest, self.specs, self.mirror = out, manifest, specs, mirror
+
+    def save(self, result: results.TrialResult) -> None:
+        results.write_results(self.out, [result], manifest=self.manifest)
+        if self.mirror:
+            results.mirror(self.out, self.mirror)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trainable.result_from_checkpoint(trial.checkpoint)
         if result is None:
             return
-        results.write_results(self.out, [result], manifest=self.manifest)
+        self.save(result)
         row = result.trial
         print(f"finished {row['model']} {row['tier']}{' pretrained' if row['pretrained'] else ''} seed {row['seed']}: "
               f"{row['epochs']} epochs, test accuracy {row['test_accuracy']:.3f}, {row['train_seconds']:.1f}s", flush=True)
@@ -77,8 +82,13 @@ class ResultsCallback(tune.Callback):
         row = {"trial_id": spec.trial_id, "model": spec.model, "tier": spec.tier, "pretrained": spec.pretrained,
                "seed": spec.seed, "image_size": spec.config.image_size, "precision": spec.config.precision,
                "batch_size": spec.batch_size, "max_epochs": spec.config.max_epochs}
-        results.write_results(self.out, [results.failed_result(row, message[-4000:])], manifest=self.manifest)
+        self.save(results.failed_result(row, message[-4000:]))
         print(f"FAILED {spec.trial_id}: {message.strip().splitlines()[-1] if message.strip() else message}", flush=True)
+
+
+def mirror_uri(storage: str | None, name: str) -> str | None:
+    """Where the consolidated results are copied with --storage: STORAGE/NAME/results."""
+    return f"{storage.rstrip('/')}/{name}/results" if storage else None
 
 
 def build_tuner(grid: grids.Grid, prepared: pbc.Prepared, *, out: Path, args: argparse.Namespace, gpu_gb: float | None,
@@ -95,7 +105,7 @@ def build_tuner(grid: grids.Grid, prepared: pbc.Prepared, *, out: Path, args: ar
         name=name, storage_path=storage,
         failure_config=tune.FailureConfig(max_failures=args.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        callbacks=[ResultsCallback(out, prepared.manifest, specs)],
+        callbacks=[ResultsCallback(out, prepared.manifest, specs, mirror=mirror_uri(args.storage, name))],
     )
     experiment = f"{storage.rstrip('/')}/{name}"
     if args.resume and tune.Tuner.can_restore(experiment):
@@ -190,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     tuner = build_tuner(grid, prepared, out=out, args=args, gpu_gb=gpu_gb, name=name)
     tuner.fit()
     results.consolidate(out, manifest=prepared.manifest)
+    if args.storage:
+        results.mirror(out, mirror_uri(args.storage, name))
     trials = pd.read_parquet(out / "trials.parquet")
     print(f"\n{len(trials)} trials in {time.time() - started:.0f}s -> {out}")
     print_table(trials[["model", "tier", "pretrained", "seed", "status", "epochs", "best_epoch", "test_accuracy",

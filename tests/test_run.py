@@ -62,7 +62,7 @@ def test_bad_grid_and_options_are_refused_before_anything_runs(tmp_path):
 @pytest.mark.slow
 def test_small_grid_end_to_end(tmp_path):
     grid = write_grid(tmp_path / "small.py", ["lenet5", "mobilenet_small"])
-    proc = run(grid, cwd=tmp_path)
+    proc = run(grid, "--storage", tmp_path / "shared", cwd=tmp_path)
     out = tmp_path / "results" / "small"
     r = read(out)
     trials, epochs = r["trials"], r["epochs"]
@@ -76,6 +76,9 @@ def test_small_grid_end_to_end(tmp_path):
     assert set(r["manifest"].split) == {"train", "val", "test"} and len(r["manifest"]) == 400
     assert (out / "plan.parquet").exists()
     assert "finished lenet5 tiny" in proc.stdout
+    assert list((tmp_path / "shared" / "small").glob("*/checkpoint_*"))  # Ray's checkpoints went to --storage
+    mirrored = pd.read_parquet(tmp_path / "shared" / "small" / "results" / "trials.parquet")
+    pd.testing.assert_frame_equal(mirrored, trials)  # and so did the results, through pyarrow's filesystems
 
 
 def trial_numbers(results: Path):
