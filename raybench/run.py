@@ -115,7 +115,7 @@ def build_tuner(grid: grids.Grid, prepared: pbc.Prepared, *, out: Path, args: ar
     todo = [t for t in grid.trials if t.trial_id not in done]
     space = {
         "trial_id": tune.grid_search([t.trial_id for t in todo]),
-        "cache_dir": args.cache, "weights_file": args.weights,
+        "cache_dir": args.cache,
     }
     tune_config = tune.TuneConfig(
         max_concurrent_trials=args.max_concurrent or None, reuse_actors=True,
@@ -144,7 +144,6 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs each trial asks for (default: %(default)s)")
     parser.add_argument("--gpu-memory-gb", type=float, help="memory of one GPU, for fractional allocation (default: detected)")
     parser.add_argument("--cache", default=str(train.default_cache_dir()), help="decode-once image cache on each node (default: %(default)s)")
-    parser.add_argument("--weights", help="ImageNet weights file for pretrained trials (default: torchvision's cache)")
     return parser, parser.parse_args(argv)
 
 

@@ -74,7 +74,7 @@ def run_trial(config: dict, *, prepared: pbc.Prepared, specs: dict[str, train.Tr
     node = ray.get_runtime_context().get_node_id()
 
     def build(batch_size: int) -> train.Trainer:
-        return train.build_trainer(trial, prepared, cache_dir=cache_dir, batch_size=batch_size, weights_file=config.get("weights_file"))
+        return train.build_trainer(trial, prepared, cache_dir=cache_dir, batch_size=batch_size)
 
     def on_epoch_end(row: dict, trainer: train.Trainer, start_epoch: int) -> None:
         row["node"] = node  # the Ray node that trained this epoch (it is kept in the history)
