@@ -3,6 +3,7 @@
 The GPU memory of a training step is estimated as
     weights and gradients (4 bytes each per trainable parameter, 4 per frozen one)
   + the activations autograd keeps for the backward pass, per image x batch size
+  + the train and validation splits, kept on the GPU as uint8 (70 % of the tier's images)
   + a fixed allowance for the CUDA context, cuDNN workspaces and allocator slack.
 The per-image activation figures (ACTIVATION_MB, fp32 at 352x352) were measured with
 `benchmarks/activation_memory.py`: a forward pass on the CPU under `torch.autograd.graph.saved_tensors_hooks`
@@ -12,11 +13,13 @@ so that small models share a GPU several at a time and the largest take a whole 
 """
 from __future__ import annotations
 
+from raybench import data as pbc
 from raybench import models
 
 CUDA_OVERHEAD_GB = 1.0  # context (~0.5 GB on recent drivers) + cuDNN workspace + fragmentation
 SAFETY = 1.25  # the estimate leaves out allocator rounding and temporary buffers
 MIN_FRACTION = 1 / 16
+FULL_DATASET_IMAGES = 17_092  # the PBC dataset: the size assumed for the large tier and custom tiers
 
 # MB of activations saved for backward per training image, fp32, 352x352 (benchmarks/activation_memory.py,
 # measured on the CPU, torch 2.14.1). Checked against the thesis's RTX 3080 (10 GB): wherever it went below
@@ -44,7 +47,10 @@ def estimate_gpu_memory_gb(trial) -> float:
     # a frozen backbone (pretrained) keeps no activations for backward: only its head does
     activations = 0.0 if trial.pretrained else activation_mb(trial.model, image_size=trial.config.image_size,
                                                                 precision=trial.config.precision) * trial.batch_size / 1e3
-    return weights + activations + CUDA_OVERHEAD_GB
+    # the trial keeps its train and validation splits on the GPU as uint8 (train.DeviceSplit)
+    images = pbc.THESIS_TIERS.get(trial.tier) or FULL_DATASET_IMAGES
+    splits = images * 0.7 * trial.config.image_size ** 2 / 1e9
+    return weights + activations + splits + CUDA_OVERHEAD_GB
 
 
 def gpu_fraction(need_gb: float, gpu_memory_gb: float) -> float:
