@@ -72,6 +72,9 @@ def run_trial(config: dict, *, prepared: pbc.Prepared, specs: dict[str, train.Tr
             state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
 
     node = ray.get_runtime_context().get_node_id()
+    if ray.get_gpu_ids() and not torch.cuda.is_available():
+        raise RuntimeError(f"{trial.trial_id}: Ray gave this trial a GPU on node {node}, but torch sees no CUDA device "
+                           f"(torch {torch.__version__}); fix the node's driver or CUDA build rather than train on its CPU")
 
     def build(batch_size: int) -> train.Trainer:
         return train.build_trainer(trial, prepared, cache_dir=cache_dir, batch_size=batch_size)

@@ -239,13 +239,17 @@ def node_ids(cluster) -> tuple[str, str]:
 
 
 @pytest.mark.slow
-def test_a_grid_on_a_two_node_cluster_runs_trials_on_both_nodes(cluster, undisturbed):
+def test_a_grid_on_a_two_node_cluster_runs_trials_on_both_nodes(cluster, work, undisturbed):
     trials, epochs = undisturbed["trials"], undisturbed["epochs"]
     assert (trials.status == "ok").all() and len(trials) == 2
     assert set(trials.node) == set(node_ids(cluster))
     for trial in trials.itertuples():
         rows = epochs[epochs.trial_id == trial.trial_id]
         assert list(rows.epoch) == list(range(1, EPOCHS + 1)) and set(rows.node) == {trial.node}
+    # the result tables are also on the shared storage, next to Ray's experiment (s3://... on AWS)
+    shared = read(work / "storage" / "whole" / "results")
+    for name, frame in undisturbed.items():
+        pd.testing.assert_frame_equal(shared[name], frame)
 
 
 @pytest.mark.slow
