@@ -240,6 +240,15 @@ def freeze_backbone(model: nn.Module, *, num_classes: int) -> nn.Module:
     return model
 
 
+def imagenet_weights(name: str, *, allow_download: bool = True) -> str:
+    """Make sure torchvision's ImageNet weights for `name` are in its cache (downloading them if allowed); their path.
+
+    Raises the same FileNotFoundError, with the URL and the folder, as a pretrained build_model would.
+    """
+    check_model_name(name, pretrained=True)
+    return _imagenet_state_dict(name, weights_file=None, allow_download=allow_download)[1]
+
+
 def _imagenet_state_dict(
     name: str, *, weights_file: str | Path | None, allow_download: bool
 ) -> tuple[dict[str, torch.Tensor], str]:

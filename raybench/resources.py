@@ -3,7 +3,7 @@
 The GPU memory of a training step is estimated as
     weights and gradients (4 bytes each per trainable parameter, 4 per frozen one)
   + the activations autograd keeps for the backward pass, per image x batch size
-  + the train and validation splits, kept on the GPU as uint8 (70 % of the tier's images)
+  + the tier's images, kept on the GPU as uint8
   + a fixed allowance for the CUDA context, cuDNN workspaces and allocator slack.
 The per-image activation figures (ACTIVATION_MB, fp32 at 352x352) were measured with
 `benchmarks/activation_memory.py`: a forward pass on the CPU under `torch.autograd.graph.saved_tensors_hooks`
@@ -19,6 +19,7 @@ from raybench import models
 CUDA_OVERHEAD_GB = 1.0  # context (~0.5 GB on recent drivers) + cuDNN workspace + fragmentation
 SAFETY = 1.25  # the estimate leaves out allocator rounding and temporary buffers
 MIN_FRACTION = 1 / 16
+FORWARD_ONLY = 0.25  # share of the training activations a frozen backbone's forward pass holds at its peak
 FULL_DATASET_IMAGES = 17_092  # the PBC dataset: the size assumed for the large tier and custom tiers
 
 # MB of activations saved for backward per training image, fp32, 352x352 (benchmarks/activation_memory.py,
@@ -44,12 +45,13 @@ def estimate_gpu_memory_gb(trial) -> float:
     """Estimated peak GPU memory of one training step of `trial` (a train.Trial), in GB."""
     total, trainable = models.parameter_counts(trial.model, pretrained=trial.pretrained, image_size=trial.config.image_size)
     weights = (total + trainable) * 4 / 1e9
-    # a frozen backbone (pretrained) keeps no activations for backward: only its head does
-    activations = 0.0 if trial.pretrained else activation_mb(trial.model, image_size=trial.config.image_size,
-                                                                precision=trial.config.precision) * trial.batch_size / 1e3
-    # the trial keeps its train and validation splits on the GPU as uint8 (train.DeviceSplit)
+    # a frozen backbone (pretrained) keeps nothing for backward, but its forward pass still holds a few layers'
+    # outputs at a time: a quarter of the training figure covers that
+    activations = activation_mb(trial.model, image_size=trial.config.image_size, precision=trial.config.precision)
+    activations *= trial.batch_size / 1e3 * (FORWARD_ONLY if trial.pretrained else 1.0)
+    # the trial keeps its splits on the GPU as uint8 (train.DeviceSplit): train and val, then test as well
     images = pbc.THESIS_TIERS.get(trial.tier) or FULL_DATASET_IMAGES
-    splits = images * 0.7 * trial.config.image_size ** 2 / 1e9
+    splits = images * trial.config.image_size ** 2 / 1e9
     return weights + activations + splits + CUDA_OVERHEAD_GB
 
 

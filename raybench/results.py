@@ -30,7 +30,7 @@ TRIALS_SCHEMA = pa.schema([
     ("test_accuracy", pa.float64()), ("map_at_5", pa.float64()), ("map_at_100", pa.float64()),
     ("confusion_matrix", pa.list_(pa.list_(pa.int64()))),
     ("n_train", pa.int64()), ("n_val", pa.int64()), ("n_test", pa.int64()),
-    ("status", pa.string()), ("error", pa.string()),
+    ("status", pa.string()), ("error", pa.string()), ("options", pa.string()),
 ])
 
 EPOCHS_SCHEMA = pa.schema([

@@ -23,20 +23,12 @@ from raybench import models, resources, results, train, trainable
 
 def plan_rows(grid: grids.Grid, *, gpu_memory_gb: float | None, cpus_per_trial: float = 1.0) -> list[dict]:
     """One row per trial: what it trains and what it will ask the scheduler for."""
-    counts: dict[tuple, tuple[int, int]] = {}
     rows = []
     for trial in grid.trials:
-        key = (trial.model, trial.pretrained, trial.config.image_size)
-        if key not in counts:
-            counts[key] = models.parameter_counts(trial.model, pretrained=trial.pretrained, image_size=trial.config.image_size)
+        total, trainable_count = models.parameter_counts(trial.model, pretrained=trial.pretrained, image_size=trial.config.image_size)
         need = resources.trial_resources(trial, gpu_memory_gb=gpu_memory_gb, cpus=cpus_per_trial)
-        rows.append({
-            "trial_id": trial.trial_id, "model": trial.model, "tier": trial.tier, "pretrained": trial.pretrained,
-            "seed": trial.seed, "image_size": trial.config.image_size, "precision": trial.config.precision,
-            "batch_size": trial.batch_size, "max_epochs": trial.config.max_epochs,
-            "parameters": counts[key][0], "trainable_parameters": counts[key][1],
-            "cpu": need["cpu"], "gpu": need.get("gpu", 0.0), "gpu_memory_gb": round(resources.estimate_gpu_memory_gb(trial), 2),
-        })
+        rows.append({**trial.columns(), "parameters": total, "trainable_parameters": trainable_count,
+                     "cpu": need["cpu"], "gpu": need["gpu"], "gpu_memory_gb": round(resources.estimate_gpu_memory_gb(trial), 2)})
     return rows
 
 
@@ -62,13 +54,14 @@ class ResultsCallback(tune.Callback):
         self.out, self.manifest, self.specs, self.mirror = out, manifest, specs, mirror
 
     def save(self, result: results.TrialResult) -> None:
-        results.write_results(self.out, [result], manifest=self.manifest)
+        results.write_results(self.out, [result])
         if self.mirror:
             results.mirror(self.out, self.mirror)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trainable.result_from_checkpoint(trial.checkpoint)
         if result is None:
+            self.save_failure(trial, "the trial ended without results in its last checkpoint")
             return
         self.save(result)
         row = result.trial
@@ -76,13 +69,15 @@ class ResultsCallback(tune.Callback):
               f"{row['epochs']} epochs, test accuracy {row['test_accuracy']:.3f}, {row['train_seconds']:.1f}s", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        spec = trainable.trial_spec(trial.config, self.specs)
         error = trial.get_error()
-        message = str(error) if error is not None else "unknown error (see the trial's error.txt)"
-        row = {"trial_id": spec.trial_id, "model": spec.model, "tier": spec.tier, "pretrained": spec.pretrained,
-               "seed": spec.seed, "image_size": spec.config.image_size, "precision": spec.config.precision,
-               "batch_size": spec.batch_size, "max_epochs": spec.config.max_epochs}
-        self.save(results.failed_result(row, message[-4000:]))
+        self.save_failure(trial, str(error) if error is not None else "unknown error (see the trial's error.txt)")
+
+    def save_failure(self, trial, message: str) -> None:
+        """A failed row, with the epochs the trial had trained by its last checkpoint."""
+        spec = trainable.trial_spec(trial.config, self.specs)
+        history = trainable.history_from_checkpoint(trial.checkpoint)
+        row = {**spec.columns(), "epochs": len(history)}
+        self.save(results.failed_result(row, message[-4000:], [{"trial_id": spec.trial_id, **h} for h in history]))
         print(f"FAILED {spec.trial_id}: {message.strip().splitlines()[-1] if message.strip() else message}", flush=True)
 
 
@@ -143,7 +138,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--num-cpus", type=int, help="CPUs of a Ray started here (default: all)")
     parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs each trial asks for (default: %(default)s)")
     parser.add_argument("--gpu-memory-gb", type=float, help="memory of one GPU, for fractional allocation (default: detected)")
-    parser.add_argument("--cache", default=str(train.default_cache_dir()), help="decode-once image cache on each node (default: %(default)s)")
+    parser.add_argument("--cache", help="decode-once image cache on each node (default: ~/.cache/raybench of the node's user)")
     return parser, parser.parse_args(argv)
 
 
@@ -174,6 +169,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.resume and results.finished_trials(out):
         parser.error(f"{out} already holds results of a run: add --resume to continue it, or choose another --name")
+    if args.resume and (out / "plan.parquet").exists():
+        before = pd.read_parquet(out / "plan.parquet")
+        if "options" not in before or sorted(zip(before.trial_id, before.options)) != sorted(zip(plan.trial_id, plan.options)):
+            parser.error(f"--resume: the trials or their options differ from those of the run in {out}; resume with the "
+                         "same grid, --only and --set, or start a new run with another --name")
+    try:
+        for model in sorted({t.model for t in grid.trials if t.pretrained}):
+            models.imagenet_weights(model)  # fetched once here, into torchvision's cache, or a clear error now
+    except FileNotFoundError as error:
+        parser.error(str(error))
     try:
         used = sorted({t.tier for t in grid.trials})
         prepared = pbc.prepare(args.data or grid.data, tiers={t: grid.tiers[t] for t in used}, seed=split_seeds.pop())

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
+import gc
+import json
 import random
 import sys
 import time
@@ -176,8 +177,9 @@ def train_one_epoch(model: nn.Module, batches: typing.Iterable, optimizer: torch
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: typing.Iterable, *, precision: str = "fp32") -> tuple[float, float, torch.Tensor]:
-    """(mean of per-batch mean losses as fig. 4.4, accuracy, softmax scores on the CPU)."""
+def evaluate(model: nn.Module, batches: typing.Iterable, *, precision: str = "fp32",
+             keep_scores: bool = False) -> tuple[float, float, torch.Tensor | None]:
+    """(mean of per-batch mean losses as fig. 4.4, accuracy, softmax scores on the CPU if `keep_scores`)."""
     model.eval()
     total, count, scores, correct, seen = None, 0, [], None, 0
     for x, y in batches:
@@ -190,8 +192,9 @@ def evaluate(model: nn.Module, batches: typing.Iterable, *, precision: str = "fp
         correct = hits if correct is None else correct + hits
         count += 1
         seen += len(y)
-        scores.append(torch.softmax(logits, 1))
-    return float(total) / count, int(correct) / seen, torch.cat(scores).cpu()
+        if keep_scores:
+            scores.append(torch.softmax(logits, 1))
+    return float(total) / count, int(correct) / seen, torch.cat(scores).cpu() if keep_scores else None
 
 
 class Trainer:
@@ -214,6 +217,10 @@ class Trainer:
         self.best_model: dict[str, torch.Tensor] | None = None
 
     @property
+    def device(self) -> torch.device:
+        return self.train.y.device
+
+    @property
     def epoch(self) -> int:
         """Epochs trained so far."""
         return len(self.history)
@@ -226,7 +233,7 @@ class Trainer:
         """Train and validate one epoch; returns its row of `epochs.parquet` (without trial_id)."""
         started = time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]
-        order = torch.randperm(len(self.train), generator=self.order_rng).to(self.train.y.device)
+        order = torch.randperm(len(self.train), generator=self.order_rng).to(self.device)
         train_loss = train_one_epoch(self.model, self.train.batches(self.batch_size, order), self.optimizer, precision=self.config.precision)
         val_loss, val_accuracy, _ = evaluate(self.model, self.val.batches(self.eval_batch_size), precision=self.config.precision)
         self.scheduler.step(val_loss)
@@ -237,21 +244,18 @@ class Trainer:
             "epoch": self.epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy,
             "lr": lr, "improved": improved, "epoch_seconds": time.perf_counter() - started,
         }
-        if not math.isfinite(train_loss):
-            row["note"] = "non-finite training loss"
         self.history.append(row)
         return row
 
     def state_dict(self) -> dict:
         return {
-            "epoch": self.epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "stopper": self.stopper.state_dict(),
             "order_rng": self.order_rng.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "numpy_rng": np.random.get_state(),
             "python_rng": random.getstate(),
             "history": list(self.history),
@@ -266,12 +270,13 @@ class Trainer:
         self.stopper.load_state_dict(state["stopper"])
         self.order_rng.set_state(state["order_rng"])
         torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if state["cuda_rng"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         np.random.set_state(state["numpy_rng"])
         random.setstate(state["python_rng"])
         self.history = list(state["history"])
         self.best_model = state["best_model"]
+        self.batch_size = state["batch_size"]
 
     def save(self, path: str | Path) -> None:
         """Write the whole state to one file, atomically."""
@@ -303,7 +308,6 @@ def fit_halving_on_oom(build: typing.Callable[[int], Trainer], *, batch_size: in
     the epoch this attempt started from.
     """
     while True:
-        trainer = None
         try:
             trainer = build(batch_size)
             if state is not None:
@@ -311,13 +315,15 @@ def fit_halving_on_oom(build: typing.Callable[[int], Trainer], *, batch_size: in
             start = trainer.epoch
             fit(trainer, on_epoch_end=None if on_epoch_end is None else lambda row, t: on_epoch_end(row, t, start))
             return trainer
-        except torch.cuda.OutOfMemoryError:
-            if batch_size // 2 < min_batch_size:
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
+            # a crowded shared GPU can also fail with "CUDA error: out of memory" (context or cuBLAS handle)
+            if "out of memory" not in str(error) or batch_size // 2 < min_batch_size:
                 raise
-            batch_size, state, trainer = batch_size // 2, None, None
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            print(f"{label}: CUDA out of memory, starting again with batch size {batch_size}", flush=True)
+            print(f"{label}: CUDA out of memory, starting again with batch size {batch_size // 2}", flush=True)
+        batch_size, state, trainer = batch_size // 2, None, None
+        gc.collect()  # the failed attempt's tensors are free only once its traceback is gone
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def seed_everything(seed: int) -> None:
@@ -344,6 +350,14 @@ class Trial:
     def batch_size(self) -> int:
         return self.config.batch_size or models.thesis_batch_size(self.model, pretrained=self.pretrained)
 
+    def columns(self) -> dict:
+        """The columns that identify this trial in trials.parquet and plan.parquet; `options` holds every option."""
+        config = self.config
+        return {"trial_id": self.trial_id, "model": self.model, "tier": self.tier, "pretrained": self.pretrained,
+                "seed": self.seed, "split_seed": config.split_seed, "image_size": config.image_size,
+                "precision": config.precision, "channels_last": config.channels_last, "batch_size": self.batch_size,
+                "max_epochs": config.max_epochs, "options": json.dumps(dataclasses.asdict(config), sort_keys=True)}
+
 
 def build_trainer(trial: Trial, prepared: pbc.Prepared, *, cache_dir: str | Path, weights_file: str | Path | None = None,
                   batch_size: int | None = None) -> Trainer:
@@ -369,8 +383,8 @@ def test_trial(trainer: Trainer, trial: Trial, prepared: pbc.Prepared, *, cache_
     if trainer.best_model is not None:
         trainer.model.load_state_dict(trainer.best_model)
     x, y = pbc.load_split(prepared, trial.tier, "test", image_size=trial.config.image_size, cache_dir=cache_dir)
-    test = DeviceSplit(x, y, channels=trainer.train.channels, device=trainer.train.y.device, channels_last=trial.config.channels_last)
-    _, _, scores = evaluate(trainer.model, test.batches(trainer.eval_batch_size), precision=trial.config.precision)
+    test = DeviceSplit(x, y, channels=trainer.train.channels, device=trainer.device, channels_last=trial.config.channels_last)
+    _, _, scores = evaluate(trainer.model, test.batches(trainer.eval_batch_size), precision=trial.config.precision, keep_scores=True)
     return scores.numpy(), np.asarray(y)
 
 
@@ -386,12 +400,9 @@ def finish_trial(trainer: Trainer, trial: Trial, prepared: pbc.Prepared, *, cach
     test_rows = tier_rows[tier_rows.split == "test"]
     config = trial.config
     row = {
-        "trial_id": trial.trial_id, "model": trial.model, "tier": trial.tier, "pretrained": trial.pretrained,
-        "seed": trial.seed, "split_seed": config.split_seed, "image_size": config.image_size,
-        "precision": config.precision, "channels_last": config.channels_last,
-        "device": describe_device(trainer.train.y.device),
+        **trial.columns(), "device": describe_device(trainer.device),
         "parameters": total, "trainable_parameters": trainable, "batch_size": trainer.batch_size,
-        "max_epochs": config.max_epochs, "epochs": len(history), "best_epoch": best_epoch,
+        "epochs": len(history), "best_epoch": best_epoch,
         "stopped_early": bool(stopper.should_stop and len(history) < config.max_epochs),
         "best_val_loss": stopper.best, "train_seconds": train_seconds,
         "seconds_per_epoch": train_seconds / max(len(history), 1),
@@ -403,7 +414,7 @@ def finish_trial(trainer: Trainer, trial: Trial, prepared: pbc.Prepared, *, cach
     }
     return results.TrialResult(
         trial=row,
-        epochs=[{"trial_id": trial.trial_id, **{k: v for k, v in h.items() if k != "note"}} for h in history],
+        epochs=[{"trial_id": trial.trial_id, **h} for h in history],
         predictions=results.prediction_rows(trial.trial_id, test_rows.image.tolist(), labels, scores),
     )
 

@@ -7,6 +7,7 @@ result rows, which the driver copies into the results folder when the trial comp
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,6 +20,7 @@ from raybench import data as pbc
 from raybench import results, train
 
 STATE_FILE = "state.pt"
+HISTORY_FILE = "history.json"  # the epoch rows so far, small enough for the driver to read after a failure
 RESULT_FILE = "result.pt"
 
 
@@ -41,6 +43,7 @@ def _report(row: dict, trainer: train.Trainer | None, *, result: results.TrialRe
     try:
         if trainer is not None:
             trainer.save(directory / STATE_FILE)
+            (directory / HISTORY_FILE).write_text(json.dumps(trainer.history))
         if result is not None:
             torch.save(dataclasses.asdict(result), directory / RESULT_FILE)
         metrics = {k: v for k, v in row.items() if isinstance(v, (int, float, bool, str))}
@@ -60,7 +63,7 @@ def _injected(trial: train.Trial, epoch: int, start_epoch: int) -> None:
 def run_trial(config: dict, *, prepared: pbc.Prepared, specs: dict[str, train.Trial]) -> None:
     """The function trainable (wrapped by `tune.with_parameters` and `tune.with_resources` in run.py)."""
     trial = trial_spec(config, specs)
-    cache_dir = config["cache_dir"]
+    cache_dir = config["cache_dir"] or train.default_cache_dir()  # resolved on the node that trains
     checkpoint = tune.get_checkpoint()
     finished = result_from_checkpoint(checkpoint)
     if finished is not None:  # it had finished before the driver noticed: report it again
@@ -95,6 +98,15 @@ def _summary(result: results.TrialResult) -> dict:
     row = result.trial
     keys = ("epochs", "best_epoch", "test_accuracy", "map_at_5", "map_at_100", "train_seconds", "batch_size")
     return {k: row[k] for k in keys}
+
+
+def history_from_checkpoint(checkpoint: tune.Checkpoint | None) -> list[dict]:
+    """The epoch rows a trial had trained by its last checkpoint ([] without one)."""
+    if checkpoint is None:
+        return []
+    with checkpoint.as_directory() as directory:
+        path = Path(directory) / HISTORY_FILE
+        return json.loads(path.read_text()) if path.exists() else []
 
 
 def result_from_checkpoint(checkpoint: tune.Checkpoint | None) -> results.TrialResult | None:

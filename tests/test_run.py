@@ -1,4 +1,5 @@
 """The Ray Tune service end to end: real Ray on 2 CPUs, real Parquet, the embedded real images."""
+import json
 import os
 import signal
 import subprocess
@@ -22,8 +23,8 @@ def write_grid(path: Path, models, *, options=None, name="small", extra_sweeps=(
     return path
 
 
-def run(*args, cwd: Path, check=True, timeout=300, **popen):
-    env = {**os.environ, "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "PYTHONUNBUFFERED": "1"}
+def run(*args, cwd: Path, check=True, timeout=300, env=None):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     cmd = [sys.executable, "-m", "raybench.run", *map(str, args), "--results", str(cwd / "results"),
            "--cache", str(cwd / "cache"), "--num-cpus", "2"]
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -37,7 +38,7 @@ def read(results: Path):
 
 
 def test_thesis_grid_dry_run_plans_99_trials_with_the_thesis_counts(tmp_path):
-    proc = run(ROOT / "grids" / "thesis.py", "--dry-run", cwd=tmp_path)
+    proc = run(ROOT / "grids" / "thesis.py", "--dry-run", cwd=tmp_path, env={"CUDA_VISIBLE_DEVICES": ""})
     plan = pd.read_parquet(tmp_path / "results" / "thesis" / "plan.parquet")
     assert len(plan) == 99 and "99 trials planned" in proc.stdout
     merged = plan.merge(THESIS.rename(columns={"dataset": "tier"}), on=["model", "tier", "pretrained"], suffixes=("", "_thesis"))
@@ -108,6 +109,9 @@ def test_killed_driver_resumes_to_the_numbers_of_an_uninterrupted_run(tmp_path):
     assert list(ray_dir.glob("*/checkpoint_*")), "no trial had checkpointed before the kill"
 
     run(grid, "--name", "cut", "--resume", cwd=tmp_path)
+    for progress in ray_dir.glob("*/result.json"):  # continued from its checkpoint, not trained again from epoch 1
+        reported = [json.loads(line).get("epoch") for line in progress.read_text().splitlines() if line.strip()]
+        assert reported.count(1) == 1, f"{progress.parent.name} trained epoch 1 again after the resume"
     cut_epochs, cut_trials = trial_numbers(tmp_path / "results" / "cut")
     pd.testing.assert_frame_equal(cut_trials, whole_trials)
     pd.testing.assert_frame_equal(cut_epochs, whole_epochs)  # every epoch exactly once, same numbers
@@ -126,6 +130,8 @@ def test_failing_trial_gets_a_failed_row_and_a_flaky_one_recovers(tmp_path):
     assert trials.loc["mobilenet_small", "status"] == "failed"
     assert "injected failure after epoch 2" in trials.loc["mobilenet_small", "error"]
     epochs = pd.read_parquet(tmp_path / "results" / "faults" / "epochs.parquet")
+    failed = epochs[epochs.trial_id == "mobilenet_small-tiny-seed0"]  # what it trained before failing is kept
+    assert list(failed.epoch) == list(range(1, int(trials.loc["mobilenet_small", "epochs"]) + 1)) and len(failed) >= 2
     mixer = epochs[epochs.trial_id == "mlpmixer_s32-tiny-seed0"]
     assert list(mixer.epoch) == list(range(1, int(trials.loc["mlpmixer_s32", "epochs"]) + 1))
 

@@ -44,13 +44,19 @@ def test_cap_without_stop():
     assert scripted_stop(losses) == (100, 100)
 
 
-def test_stopper_state_round_trip():
-    a = train.EarlyStopping()
-    for loss in [1.0] * 15:
-        a.step(loss)
-    b = train.EarlyStopping()
-    b.load_state_dict(a.state_dict())
-    assert b.state_dict() == a.state_dict()
+def test_a_stopper_restored_mid_run_decides_as_an_uninterrupted_one():
+    losses = [3.0] * 10 + [2.0, 1.85, 1.9, 1.7] + [1.95] * 40
+    expected = scripted_stop(losses)
+    first = train.EarlyStopping()
+    for loss in losses[:13]:
+        first.step(loss)
+    second = train.EarlyStopping(start=0, patience=1, min_delta=5.0)  # the state carries the rule too
+    second.load_state_dict(first.state_dict())
+    for epoch, loss in enumerate(losses[13:], start=14):
+        second.step(loss)
+        if second.should_stop:
+            break
+    assert (epoch, second.best_epoch + 1) == expected == (34, 14)
 
 
 def test_plateau_schedule_is_torch_default():
@@ -72,28 +78,30 @@ def test_overrides_are_typed_and_checked():
         train.make_config({"precision": "fp16"})
 
 
-def make_trainer(*, seed=0, **options):
+def make_trainer(*, seed=0, model="lenet5", **options):
     config = train.TrainConfig(image_size=32, device="cpu", **{"es_start": 1, "es_patience": 3, "es_min_delta": 0.0, **options})
     rng = np.random.default_rng(1)
     x = rng.integers(0, 256, (48, 32, 32), dtype=np.uint8)
     y = rng.integers(0, 8, 48)
     train.seed_everything(seed)
-    model = models.build_model("lenet5", image_size=32)
-    split = lambda a, b: train.DeviceSplit(a, b, channels=1, device=torch.device("cpu"))
+    channels = models.input_channels(model)
+    model = models.build_model(model, image_size=32)
+    split = lambda a, b: train.DeviceSplit(a, b, channels=channels, device=torch.device("cpu"))
     return train.Trainer(model, split(x[:32], y[:32]), split(x[32:], y[32:]), config, seed=seed, batch_size=8)
 
 
 def test_restored_training_gives_the_numbers_of_an_uninterrupted_one(tmp_path):
-    whole = make_trainer(max_epochs=6, lr=0.05)
+    # mobilenet_small has dropout: its numbers depend on the global torch RNG, not only on the data order
+    whole = make_trainer(model="mobilenet_small", max_epochs=5, lr=0.05)
     train.fit(whole)
 
-    first = make_trainer(max_epochs=6, lr=0.05)
-    for _ in range(3):
+    first = make_trainer(model="mobilenet_small", max_epochs=5, lr=0.05)
+    for _ in range(2):
         first.run_epoch()
     first.save(tmp_path / "state.pt")
-    torch.manual_seed(123)  # disturb every RNG: the state must bring them back
+    resumed = make_trainer(model="mobilenet_small", max_epochs=5, lr=0.05, seed=7)
+    torch.manual_seed(123)  # disturb every RNG after building: the state must bring them back
     np.random.seed(123)
-    resumed = make_trainer(max_epochs=6, lr=0.05, seed=0)
     resumed.load(tmp_path / "state.pt")
     train.fit(resumed)
 
@@ -163,3 +171,17 @@ def test_one_trial_runner_names_a_bad_option(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train.main(["--model", "lenet5", "--tier", "tiny", "--out", str(tmp_path), "--set", "epochs=3"])
     assert "unknown training option 'epochs'" in capsys.readouterr().err
+
+
+def test_a_pretrained_trial_in_bf16_and_channels_last_runs_and_records_it(tmp_path, embedded):
+    import torchvision
+
+    weights = tmp_path / "resnet18-imagenet.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    config = train.TrainConfig(image_size=32, max_epochs=2, es_start=0, precision="bf16", channels_last=True, device="cpu")
+    trial = train.Trial("resnet_18", "tiny", pretrained=True, config=config)
+    result = train.run_trial(trial, embedded, cache_dir=tmp_path / "cache", weights_file=weights)
+    row = result.trial
+    assert (row["pretrained"], row["precision"], row["channels_last"], row["trainable_parameters"]) == (True, "bf16", True, 4104)
+    assert row["batch_size"] == 64 and row["epochs"] == 2 and len(result.predictions) == 120
+    assert '"precision": "bf16"' in row["options"]
