@@ -118,10 +118,8 @@ def consolidate(out: str | Path, *, manifest: pd.DataFrame | None = None) -> Non
     for name, schema in FILES.items():
         paths = sorted((out / "parts").glob(f"*.{name}.parquet"))
         tables = [pq.read_table(p, schema=schema) for p in paths]
+        # one part per trial, written from its checkpointed history: retries and resumes leave each epoch once
         table = pa.concat_tables(tables) if tables else schema.empty_table()
-        if name == "epochs":  # retried attempts must leave each epoch exactly once
-            frame = table.to_pandas().drop_duplicates(["trial_id", "epoch"], keep="last")
-            table = pa.Table.from_pandas(frame.sort_values(["trial_id", "epoch"]), schema=schema, preserve_index=False)
         write_table(table.replace_schema_metadata(CLASS_METADATA), out / f"{name}.parquet")
     if manifest is not None:
         write_manifest(out, manifest)
