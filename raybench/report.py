@@ -49,6 +49,8 @@ ARCHITECTURE_COLOR = {"LeNet-5": "#7f7f7f", "ResNet": "#1f77b4", "MobileNetV3": 
 THESIS_TIERS: dict[str, tuple[int, int, int]] = {
     "large": (8544, 3415, 5125), "medium": (4250, 1700, 2550), "small": (2100, 840, 1260), "tiny": (200, 80, 120)}
 THESIS_SETUP = {"image_size": 352, "max_epochs": 100, "precision": "fp32"}
+# the loop's options (trials.parquet `options`, JSON) whose thesis values are fixed by §4.3-4.4
+THESIS_LOOP = {"lr": 0.1, "es_start": 10, "es_patience": 20, "es_min_delta": 0.1}
 THESIS_DEVICE = "RTX 3080"
 # Table numbers of the thesis: per tier (results, mAP); per architecture; pretrained (results, change, mAP).
 TIER_TABLES = {"large": ("5.1", "5.2"), "medium": ("5.3", "5.4"), "small": ("5.5", "5.6"), "tiny": ("5.7", "5.8")}
@@ -294,7 +296,7 @@ def configurations(trials: pd.DataFrame) -> pd.DataFrame:
         row["total_parameters"] = _first(source, "parameters")
         # the thesis counts a pretrained model's trainable parameters (its new head) only
         row["parameters"] = _first(source, "trainable_parameters" if pretrained else "parameters")
-        for column in ("batch_size", "image_size", "precision", "max_epochs", "n_train", "n_val", "n_test"):
+        for column in ("batch_size", "image_size", "precision", "max_epochs", "n_train", "n_val", "n_test", "options"):
             row[column] = _first(source, column)
         row["device"] = ", ".join(sorted(set(ok.device.dropna()))) if "device" in ok and len(ok) else ""
         row["hit_epoch_limit"] = bool((ok.epochs >= ok.max_epochs).any()) if len(ok) else pd.NA
@@ -927,6 +929,11 @@ def settings_notes(comparison: pd.DataFrame) -> list[str]:
         values = sorted({_plain(v) for v in ran[column].dropna()})
         if values and values != [str(expected)]:
             notes.append(f"{column} {', '.join(values)} (thesis: {expected})")
+    options = [json.loads(text) for text in ran.get("options", pd.Series(dtype=object)).dropna()]
+    for key, expected in THESIS_LOOP.items():
+        values = sorted({o[key] for o in options if key in o})
+        if values and values != [expected]:
+            notes.append(f"{key} {', '.join(map(str, values))} (thesis: {expected})")
     for tier, sizes in THESIS_TIERS.items():
         n = pd.to_numeric(ran[ran.tier == tier].n_train, errors="coerce").dropna()
         if len(n) and int(n.iloc[0]) != sizes[0]:
