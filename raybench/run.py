@@ -110,7 +110,7 @@ def build_tuner(grid: grids.Grid, prepared: pbc.Prepared, *, out: Path, args: ar
     todo = [t for t in grid.trials if t.trial_id not in done]
     space = {
         "trial_id": tune.grid_search([t.trial_id for t in todo]),
-        "cache_dir": args.cache,
+        "cache_dir": args.cache, "checkpoint_every": args.checkpoint_every,
     }
     tune_config = tune.TuneConfig(
         max_concurrent_trials=args.max_concurrent or None, reuse_actors=True,
@@ -133,6 +133,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--dry-run", action="store_true", help="print the plan and write plan.parquet, train nothing")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run of the same grid and name")
     parser.add_argument("--max-concurrent", type=int, default=0, help="at most N trials at once (default: as resources allow)")
+    parser.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
+                        help="checkpoint a trial's whole state at most this often (0: every epoch); a resumed trial "
+                             "repeats the epochs since its last checkpoint, with the same numbers (default: %(default)s)")
     parser.add_argument("--max-failures", type=int, default=2, help="retries of a failing trial from its last checkpoint (default: %(default)s)")
     parser.add_argument("--address", help="join a running Ray cluster ('auto' on a cluster's head node); default: start Ray here")
     parser.add_argument("--num-cpus", type=int, help="CPUs of a Ray started here (default: all)")

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import ray
@@ -38,7 +39,11 @@ def trial_spec(config: dict, specs: dict[str, train.Trial]) -> train.Trial:
 
 
 def _report(row: dict, trainer: train.Trainer | None, *, result: results.TrialResult | None = None) -> None:
-    """One `tune.report` with the epoch's metrics and a checkpoint of the whole training state."""
+    """One `tune.report` with the epoch's metrics, and a checkpoint of the whole training state if `trainer` is given."""
+    metrics = {k: v for k, v in row.items() if isinstance(v, (int, float, bool, str))}
+    if trainer is None and result is None:
+        tune.report(metrics)
+        return
     directory = Path(tempfile.mkdtemp(prefix="raybench-ckpt-"))
     try:
         if trainer is not None:
@@ -46,7 +51,6 @@ def _report(row: dict, trainer: train.Trainer | None, *, result: results.TrialRe
             (directory / HISTORY_FILE).write_text(json.dumps(trainer.history))
         if result is not None:
             torch.save(dataclasses.asdict(result), directory / RESULT_FILE)
-        metrics = {k: v for k, v in row.items() if isinstance(v, (int, float, bool, str))}
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(directory)))
     finally:  # report() has persisted the checkpoint to the run's storage by now
         shutil.rmtree(directory, ignore_errors=True)
@@ -82,9 +86,17 @@ def run_trial(config: dict, *, prepared: pbc.Prepared, specs: dict[str, train.Tr
     def build(batch_size: int) -> train.Trainer:
         return train.build_trainer(trial, prepared, cache_dir=cache_dir, batch_size=batch_size)
 
+    # Checkpointing the whole state every epoch would write 4.7 TB over the thesis grid (benchmarks/ray_overhead.py):
+    # save at most every `checkpoint_every` seconds; a resumed trial repeats the epochs since (same seeds, same numbers).
+    every, last_saved = config.get("checkpoint_every", 0.0), time.monotonic()
+
     def on_epoch_end(row: dict, trainer: train.Trainer, start_epoch: int) -> None:
+        nonlocal last_saved
         row["node"] = node  # the Ray node that trained this epoch (it is kept in the history)
-        _report({**row, "batch_size": trainer.batch_size, "done": False}, trainer)
+        due = time.monotonic() - last_saved >= every or bool(trial.config.inject_failure)
+        _report({**row, "batch_size": trainer.batch_size, "done": False}, trainer if due else None)
+        if due:
+            last_saved = time.monotonic()
         _injected(trial, row["epoch"], start_epoch)
 
     trainer = train.fit_halving_on_oom(build, batch_size=state["batch_size"] if state else trial.batch_size, state=state,

@@ -197,7 +197,8 @@ def work(tmp_path_factory) -> Path:
 def driver(cluster, work: Path, name: str, **popen) -> subprocess.Popen:
     """`python -m raybench.run` joining the cluster, with storage every node can reach (one machine: a folder)."""
     cmd = [sys.executable, "-m", "raybench.run", str(work / "grid.py"), "--name", name, "--address", cluster.address,
-           "--storage", str(work / "storage"), "--results", str(work / "results"), "--cache", str(work / "cache")]
+           "--storage", str(work / "storage"), "--results", str(work / "results"), "--cache", str(work / "cache"),
+           "--checkpoint-every", "0"]
     env = {**os.environ, "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(cmd, env=env, text=True, **popen)
 

@@ -93,12 +93,12 @@ def trial_numbers(results: Path):
 def test_killed_driver_resumes_to_the_numbers_of_an_uninterrupted_run(tmp_path):
     options = {"max_epochs": 8, "es_patience": 8}
     grid = write_grid(tmp_path / "resume.py", ["lenet5", "mobilenet_small"], options=options, name="resume")
-    run(grid, "--name", "whole", cwd=tmp_path)
+    run(grid, "--name", "whole", "--checkpoint-every", "0", cwd=tmp_path)
     whole_epochs, whole_trials = trial_numbers(tmp_path / "results" / "whole")
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "raybench.run", str(grid), "--name", "cut", "--results", str(tmp_path / "results"),
-           "--cache", str(tmp_path / "cache"), "--num-cpus", "2"]
+           "--cache", str(tmp_path / "cache"), "--num-cpus", "2", "--checkpoint-every", "0"]
     driver = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     ray_dir = tmp_path / "results" / "cut" / "ray" / "cut"
     deadline = time.time() + 180
@@ -108,7 +108,7 @@ def test_killed_driver_resumes_to_the_numbers_of_an_uninterrupted_run(tmp_path):
     driver.wait()
     assert list(ray_dir.glob("*/checkpoint_*")), "no trial had checkpointed before the kill"
 
-    run(grid, "--name", "cut", "--resume", cwd=tmp_path)
+    run(grid, "--name", "cut", "--resume", "--checkpoint-every", "0", cwd=tmp_path)
     for progress in ray_dir.glob("*/result.json"):  # continued from its checkpoint, not trained again from epoch 1
         reported = [json.loads(line).get("epoch") for line in progress.read_text().splitlines() if line.strip()]
         assert reported.count(1) == 1, f"{progress.parent.name} trained epoch 1 again after the resume"
