@@ -17,6 +17,7 @@ A grid file defines `GRID`, a dict:
 from __future__ import annotations
 
 import dataclasses
+import re
 import runpy
 from pathlib import Path
 
@@ -38,8 +39,6 @@ class Grid:
 
     def select(self, pattern: str) -> "Grid":
         """The trials whose trial_id matches the regular expression `pattern` (search, not full match)."""
-        import re
-
         regex = re.compile(pattern)
         chosen = tuple(t for t in self.trials if regex.search(t.trial_id))
         if not chosen:
