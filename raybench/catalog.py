@@ -1,0 +1,201 @@
+"""The thesis's facts as data: one record per configuration, the tiers, the loop's defaults, the published results.
+
+Torch-free and Ray-free: the grid loader, the trial spec and the report ask this module, and so does
+`models.py`, which keeps only the builders. Batch sizes and parameter counts are read from the published
+tables (`thesis/results.csv`), so each number lives in one place.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import importlib.resources
+
+# ------------------------------------------------------------------------------------------------ the dataset
+
+# Acevedo et al. (2020): the 8 class folders, in label order, and the official count of each (17,092 images).
+CLASSES: tuple[str, ...] = (
+    "basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet",
+)
+PBC_CLASS_COUNTS: tuple[int, ...] = (1218, 3117, 1551, 2895, 1214, 1420, 3329, 2348)
+PBC_IMAGES = sum(PBC_CLASS_COUNTS)
+
+# Table 4.1: the four nested tiers (images; None = the whole dataset), split 5:2:3 into train / val / test (§4.3).
+TIERS: dict[str, int | None] = {"large": None, "medium": 8500, "small": 4200, "tiny": 400}
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+SPLIT_RATIO: tuple[int, int, int] = (5, 2, 3)
+# Table 4.1 as printed: train / validation / test images of each tier.
+TIER_SPLITS: dict[str, tuple[int, int, int]] = {
+    "large": (8544, 3415, 5125), "medium": (4250, 1700, 2550), "small": (2100, 840, 1260), "tiny": (200, 80, 120),
+}
+
+# §4.2: greyscale, centre crop 352x352, normalised per channel after scaling to [0, 1].
+CROP = 352
+MEAN, STD = 0.5, 0.225
+
+# ------------------------------------------------------------------------------------------------ the loop
+
+# §4.3-4.4: what the thesis's loop did; TrainConfig takes its defaults from here and the report compares with it.
+LOOP_DEFAULTS: dict[str, object] = {
+    "max_epochs": 100,  # §4.4: at most 100 epochs
+    "image_size": CROP,
+    "lr": 0.1,  # §4.3: SGD, no momentum, no dampening, no weight decay
+    "precision": "fp32",
+    "es_start": 10,  # §4.4 fig. 4.5: early stopping considers epochs from 0-based index 10 on
+    "es_patience": 20,  # ... stops after 20 epochs without improvement
+    "es_min_delta": 0.1,  # ... an improvement is a loss below the best minus 0.1
+}
+THESIS_DEVICE = "RTX 3080"
+MIN_IMAGE_SIZE = 32  # ConvNeXt's stem and downsampling layers shrink the image 32-fold
+
+
+# ----------------------------------------------------------------------------------------- configurations
+
+@dataclasses.dataclass(frozen=True)
+class Configuration:
+    """One of the thesis's 22 configurations (§4.5), with its pretrained variant when table 5.15 has one.
+
+    `builder` names the function in `models.BUILDERS`; `patch_size`, `dim` and `depth` are its arguments
+    where it takes them. `activation_mb` is the memory autograd keeps per training image, fp32 at 352x352
+    (measured by benchmarks/activation_memory.py on the CPU, torch 2.14.1; used by the resource rule).
+    """
+
+    name: str
+    architecture: str
+    builder: str
+    activation_mb: float
+    imagenet_weights: str | None = None  # torchvision's weights enum entry (§4.6, table 5.15)
+    channels: int = 3  # §4.2: the greyscale image replicated to 3 channels; LeNet-5 takes 1
+    patch_size: int | None = None
+    dim: int | None = None
+    depth: int | None = None
+
+    @property
+    def pretrainable(self) -> bool:
+        return self.imagenet_weights is not None
+
+    @property
+    def batch_size(self) -> int:
+        """The batch size the thesis trained this configuration with from scratch (tables 5.1-5.7)."""
+        return published_row(self.name, pretrained=False)["batch_size"]
+
+    @property
+    def pretrained_batch_size(self) -> int | None:
+        """The batch size of its pretrained fine-tune (table 5.15), None without one."""
+        return published_row(self.name, pretrained=True)["batch_size"] if self.pretrainable else None
+
+    @property
+    def parameters(self) -> int:
+        """Parameters at 352x352 and 8 classes, as the thesis counts them."""
+        return published_row(self.name, pretrained=False)["parameters"]
+
+    @property
+    def pretrained_trainable(self) -> int | None:
+        """Trainable parameters of the pretrained fine-tune's new head (table 5.15), None without one."""
+        return published_row(self.name, pretrained=True)["parameters"] if self.pretrainable else None
+
+
+def _c(name, architecture, builder, activation_mb, weights=None, **kw) -> Configuration:
+    return Configuration(name, architecture, builder, activation_mb, weights, **kw)
+
+
+def _mixer(name: str, activation_mb: float, *, patch_size: int, dim: int, depth: int) -> Configuration:
+    return Configuration(name, "MLP-Mixer", "mlp_mixer", activation_mb, patch_size=patch_size, dim=dim, depth=depth)
+
+
+# The 22 names are permanent: they are keys in result files and figures. Order: the report's.
+CONFIGURATIONS: dict[str, Configuration] = {c.name: c for c in (
+    _c("lenet5", "LeNet-5", "lenet5", 13.6, channels=1),
+    _c("resnet_18", "ResNet", "resnet18", 54.8, "ResNet18_Weights.IMAGENET1K_V1"),
+    _c("resnet_34", "ResNet", "resnet34", 79.6, "ResNet34_Weights.IMAGENET1K_V1"),
+    _c("resnet_50", "ResNet", "resnet50", 212.3, "ResNet50_Weights.IMAGENET1K_V1"),
+    _c("resnet_101", "ResNet", "resnet101", 313.7, "ResNet101_Weights.IMAGENET1K_V1"),
+    _c("resnet_152", "ResNet", "resnet152", 438.7, "ResNet152_Weights.IMAGENET1K_V1"),
+    _c("mobilenet_small", "MobileNetV3", "mobilenet_v3_small", 39.9, "MobileNet_V3_Small_Weights.IMAGENET1K_V1"),
+    _c("mobilenet_large", "MobileNetV3", "mobilenet_v3_large", 108.9, "MobileNet_V3_Large_Weights.IMAGENET1K_V1"),
+    _c("convnext_tiny", "ConvNeXt", "convnext_tiny", 269.5, "ConvNeXt_Tiny_Weights.IMAGENET1K_V1"),
+    _c("convnext_small", "ConvNeXt", "convnext_small", 430.2, "ConvNeXt_Small_Weights.IMAGENET1K_V1"),
+    _c("convnext_base", "ConvNeXt", "convnext_base", 572.9, "ConvNeXt_Base_Weights.IMAGENET1K_V1"),
+    _c("convnext_large", "ConvNeXt", "convnext_large", 858.4, "ConvNeXt_Large_Weights.IMAGENET1K_V1"),
+    _c("vit_b_16", "ViT", "vit_b_16", 290.9, patch_size=16),
+    _c("vit_b_32", "ViT", "vit_b_32", 74.3, patch_size=32),
+    _c("vit_l_16", "ViT", "vit_l_16", 769.2, patch_size=16),
+    _c("vit_l_32", "ViT", "vit_l_32", 194.6, patch_size=32),
+    _mixer("mlpmixer_s32", 27.5, patch_size=32, dim=512, depth=8),
+    _mixer("mlpmixer_s16", 105.6, patch_size=16, dim=512, depth=8),
+    _mixer("mlpmixer_b32", 59.9, patch_size=32, dim=768, depth=12),
+    _mixer("mlpmixer_b16", 235.0, patch_size=16, dim=768, depth=12),
+    _mixer("mlpmixer_l32", 156.7, patch_size=32, dim=1024, depth=24),
+    _mixer("mlpmixer_l16", 622.2, patch_size=16, dim=1024, depth=24),
+)}
+MODEL_NAMES: tuple[str, ...] = tuple(CONFIGURATIONS)
+PRETRAINABLE: tuple[str, ...] = tuple(name for name, c in CONFIGURATIONS.items() if c.pretrainable)
+ARCHITECTURES: dict[str, tuple[str, ...]] = {}
+for _config in CONFIGURATIONS.values():
+    ARCHITECTURES.setdefault(_config.architecture, ())
+    ARCHITECTURES[_config.architecture] += (_config.name,)
+
+
+def configuration(name: str, *, pretrained: bool = False) -> Configuration:
+    """The record of `name`; a ValueError listing the valid names when the thesis has no such configuration."""
+    if name not in CONFIGURATIONS:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
+    config = CONFIGURATIONS[name]
+    if pretrained and not config.pretrainable:
+        raise ValueError(f"model {name!r} has no pretrained variant (thesis table 5.15); "
+                         f"pretrained models: {', '.join(PRETRAINABLE)}")
+    return config
+
+
+def batch_size(name: str, *, pretrained: bool = False) -> int:
+    """The batch size the thesis used for this configuration."""
+    config = configuration(name, pretrained=pretrained)
+    return config.pretrained_batch_size if pretrained else config.batch_size
+
+
+def check_image_size(name: str, image_size: int) -> None:
+    """Raise a ValueError when configuration `name` cannot take `image_size` (the check a build would make)."""
+    config = configuration(name)
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
+        raise ValueError(f"{name}: image_size must be an integer of at least {MIN_IMAGE_SIZE}, got {image_size!r}")
+    if config.patch_size and image_size % config.patch_size:
+        raise ValueError(
+            f"{name}: image_size {image_size} is not divisible by the patch size {config.patch_size}; "
+            f"use a multiple of {config.patch_size} (the thesis used 352; 64 and 128 suit quick CPU runs)"
+        )
+
+
+# ------------------------------------------------------------------------------------- published results
+
+def _read_csv(name: str) -> list[dict[str, str]]:
+    with (importlib.resources.files("raybench") / "thesis" / name).open() as f:
+        return list(csv.DictReader(f))
+
+
+@functools.cache
+def published_results() -> tuple[dict, ...]:
+    """Tables 5.1, 5.3, 5.5, 5.7 and 5.15: one row per trained configuration (99), typed.
+
+    For pretrained rows `parameters` is the trainable count of the new head.
+    """
+    kinds = {"parameters": int, "batch_size": int, "epochs": int, "total_training_s": float,
+             "seconds_per_epoch": float, "accuracy": float}
+    booleans = ("pretrained", "hit_epoch_limit")
+    return tuple({**row, **{k: f(row[k]) for k, f in kinds.items()}, **{k: row[k] == "True" for k in booleans}}
+                 for row in _read_csv("results.csv"))
+
+
+@functools.cache
+def published_maps() -> tuple[dict, ...]:
+    """Tables 5.2, 5.4, 5.6, 5.8 and 5.17: mAP@5 and mAP@100 of the best configuration(s) per architecture and tier."""
+    return tuple({**row, "pretrained": row["pretrained"] == "True", "map_at_5": float(row["map_at_5"]),
+                  "map_at_100": float(row["map_at_100"])} for row in _read_csv("map.csv"))
+
+
+def published_row(name: str, *, pretrained: bool) -> dict:
+    """A configuration's published row on the tiny tier (every tier has the same batch size and parameters)."""
+    for row in published_results():
+        if row["model"] == name and row["pretrained"] == pretrained and row["dataset"] == "tiny":
+            return row
+    raise KeyError(f"the thesis publishes no {'pretrained ' if pretrained else ''}{name} run")
