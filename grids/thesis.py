@@ -3,7 +3,7 @@
 Every trial uses the thesis's batch size for its model, SGD at 0.1, the plateau schedule and the
 early stopping of §4.4, at 352x352. Point --data at the full PBC dataset (python -m raybench.data download).
 """
-from raybench.models import MODEL_NAMES, PRETRAINABLE
+from raybench.catalog import MODEL_NAMES, PRETRAINABLE
 
 GRID = {
     "name": "thesis",

@@ -16,7 +16,14 @@ import importlib.resources
 
 # Acevedo et al. (2020): the 8 class folders, in label order, and the official count of each (17,092 images).
 CLASSES: tuple[str, ...] = (
-    "basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet",
+    "basophil",
+    "eosinophil",
+    "erythroblast",
+    "ig",
+    "lymphocyte",
+    "monocyte",
+    "neutrophil",
+    "platelet",
 )
 PBC_CLASS_COUNTS: tuple[int, ...] = (1218, 3117, 1551, 2895, 1214, 1420, 3329, 2348)
 PBC_IMAGES = sum(PBC_CLASS_COUNTS)
@@ -27,7 +34,10 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 SPLIT_RATIO: tuple[int, int, int] = (5, 2, 3)
 # Table 4.1 as printed: train / validation / test images of each tier.
 TIER_SPLITS: dict[str, tuple[int, int, int]] = {
-    "large": (8544, 3415, 5125), "medium": (4250, 1700, 2550), "small": (2100, 840, 1260), "tiny": (200, 80, 120),
+    "large": (8544, 3415, 5125),
+    "medium": (4250, 1700, 2550),
+    "small": (2100, 840, 1260),
+    "tiny": (200, 80, 120),
 }
 
 # §4.2: greyscale, centre crop 352x352, normalised per channel after scaling to [0, 1].
@@ -51,6 +61,7 @@ MIN_IMAGE_SIZE = 32  # ConvNeXt's stem and downsampling layers shrink the image 
 
 
 # ----------------------------------------------------------------------------------------- configurations
+
 
 @dataclasses.dataclass(frozen=True)
 class Configuration:
@@ -105,30 +116,33 @@ def _mixer(name: str, activation_mb: float, *, patch_size: int, dim: int, depth:
 
 
 # The 22 names are permanent: they are keys in result files and figures. Order: the report's.
-CONFIGURATIONS: dict[str, Configuration] = {c.name: c for c in (
-    _c("lenet5", "LeNet-5", "lenet5", 13.6, channels=1),
-    _c("resnet_18", "ResNet", "resnet18", 54.8, "ResNet18_Weights.IMAGENET1K_V1"),
-    _c("resnet_34", "ResNet", "resnet34", 79.6, "ResNet34_Weights.IMAGENET1K_V1"),
-    _c("resnet_50", "ResNet", "resnet50", 212.3, "ResNet50_Weights.IMAGENET1K_V1"),
-    _c("resnet_101", "ResNet", "resnet101", 313.7, "ResNet101_Weights.IMAGENET1K_V1"),
-    _c("resnet_152", "ResNet", "resnet152", 438.7, "ResNet152_Weights.IMAGENET1K_V1"),
-    _c("mobilenet_small", "MobileNetV3", "mobilenet_v3_small", 39.9, "MobileNet_V3_Small_Weights.IMAGENET1K_V1"),
-    _c("mobilenet_large", "MobileNetV3", "mobilenet_v3_large", 108.9, "MobileNet_V3_Large_Weights.IMAGENET1K_V1"),
-    _c("convnext_tiny", "ConvNeXt", "convnext_tiny", 269.5, "ConvNeXt_Tiny_Weights.IMAGENET1K_V1"),
-    _c("convnext_small", "ConvNeXt", "convnext_small", 430.2, "ConvNeXt_Small_Weights.IMAGENET1K_V1"),
-    _c("convnext_base", "ConvNeXt", "convnext_base", 572.9, "ConvNeXt_Base_Weights.IMAGENET1K_V1"),
-    _c("convnext_large", "ConvNeXt", "convnext_large", 858.4, "ConvNeXt_Large_Weights.IMAGENET1K_V1"),
-    _c("vit_b_16", "ViT", "vit_b_16", 290.9, patch_size=16),
-    _c("vit_b_32", "ViT", "vit_b_32", 74.3, patch_size=32),
-    _c("vit_l_16", "ViT", "vit_l_16", 769.2, patch_size=16),
-    _c("vit_l_32", "ViT", "vit_l_32", 194.6, patch_size=32),
-    _mixer("mlpmixer_s32", 27.5, patch_size=32, dim=512, depth=8),
-    _mixer("mlpmixer_s16", 105.6, patch_size=16, dim=512, depth=8),
-    _mixer("mlpmixer_b32", 59.9, patch_size=32, dim=768, depth=12),
-    _mixer("mlpmixer_b16", 235.0, patch_size=16, dim=768, depth=12),
-    _mixer("mlpmixer_l32", 156.7, patch_size=32, dim=1024, depth=24),
-    _mixer("mlpmixer_l16", 622.2, patch_size=16, dim=1024, depth=24),
-)}
+CONFIGURATIONS: dict[str, Configuration] = {
+    c.name: c
+    for c in (
+        _c("lenet5", "LeNet-5", "lenet5", 13.6, channels=1),
+        _c("resnet_18", "ResNet", "resnet18", 54.8, "ResNet18_Weights.IMAGENET1K_V1"),
+        _c("resnet_34", "ResNet", "resnet34", 79.6, "ResNet34_Weights.IMAGENET1K_V1"),
+        _c("resnet_50", "ResNet", "resnet50", 212.3, "ResNet50_Weights.IMAGENET1K_V1"),
+        _c("resnet_101", "ResNet", "resnet101", 313.7, "ResNet101_Weights.IMAGENET1K_V1"),
+        _c("resnet_152", "ResNet", "resnet152", 438.7, "ResNet152_Weights.IMAGENET1K_V1"),
+        _c("mobilenet_small", "MobileNetV3", "mobilenet_v3_small", 39.9, "MobileNet_V3_Small_Weights.IMAGENET1K_V1"),
+        _c("mobilenet_large", "MobileNetV3", "mobilenet_v3_large", 108.9, "MobileNet_V3_Large_Weights.IMAGENET1K_V1"),
+        _c("convnext_tiny", "ConvNeXt", "convnext_tiny", 269.5, "ConvNeXt_Tiny_Weights.IMAGENET1K_V1"),
+        _c("convnext_small", "ConvNeXt", "convnext_small", 430.2, "ConvNeXt_Small_Weights.IMAGENET1K_V1"),
+        _c("convnext_base", "ConvNeXt", "convnext_base", 572.9, "ConvNeXt_Base_Weights.IMAGENET1K_V1"),
+        _c("convnext_large", "ConvNeXt", "convnext_large", 858.4, "ConvNeXt_Large_Weights.IMAGENET1K_V1"),
+        _c("vit_b_16", "ViT", "vit_b_16", 290.9, patch_size=16),
+        _c("vit_b_32", "ViT", "vit_b_32", 74.3, patch_size=32),
+        _c("vit_l_16", "ViT", "vit_l_16", 769.2, patch_size=16),
+        _c("vit_l_32", "ViT", "vit_l_32", 194.6, patch_size=32),
+        _mixer("mlpmixer_s32", 27.5, patch_size=32, dim=512, depth=8),
+        _mixer("mlpmixer_s16", 105.6, patch_size=16, dim=512, depth=8),
+        _mixer("mlpmixer_b32", 59.9, patch_size=32, dim=768, depth=12),
+        _mixer("mlpmixer_b16", 235.0, patch_size=16, dim=768, depth=12),
+        _mixer("mlpmixer_l32", 156.7, patch_size=32, dim=1024, depth=24),
+        _mixer("mlpmixer_l16", 622.2, patch_size=16, dim=1024, depth=24),
+    )
+}
 MODEL_NAMES: tuple[str, ...] = tuple(CONFIGURATIONS)
 PRETRAINABLE: tuple[str, ...] = tuple(name for name, c in CONFIGURATIONS.items() if c.pretrainable)
 ARCHITECTURES: dict[str, tuple[str, ...]] = {}
@@ -143,8 +157,10 @@ def configuration(name: str, *, pretrained: bool = False) -> Configuration:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
     config = CONFIGURATIONS[name]
     if pretrained and not config.pretrainable:
-        raise ValueError(f"model {name!r} has no pretrained variant (thesis table 5.15); "
-                         f"pretrained models: {', '.join(PRETRAINABLE)}")
+        raise ValueError(
+            f"model {name!r} has no pretrained variant (thesis table 5.15); "
+            f"pretrained models: {', '.join(PRETRAINABLE)}"
+        )
     return config
 
 
@@ -168,6 +184,7 @@ def check_image_size(name: str, image_size: int) -> None:
 
 # ------------------------------------------------------------------------------------- published results
 
+
 def _read_csv(name: str) -> list[dict[str, str]]:
     with (importlib.resources.files("raybench") / "thesis" / name).open() as f:
         return list(csv.DictReader(f))
@@ -179,18 +196,33 @@ def published_results() -> tuple[dict, ...]:
 
     For pretrained rows `parameters` is the trainable count of the new head.
     """
-    kinds = {"parameters": int, "batch_size": int, "epochs": int, "total_training_s": float,
-             "seconds_per_epoch": float, "accuracy": float}
+    kinds = {
+        "parameters": int,
+        "batch_size": int,
+        "epochs": int,
+        "total_training_s": float,
+        "seconds_per_epoch": float,
+        "accuracy": float,
+    }
     booleans = ("pretrained", "hit_epoch_limit")
-    return tuple({**row, **{k: f(row[k]) for k, f in kinds.items()}, **{k: row[k] == "True" for k in booleans}}
-                 for row in _read_csv("results.csv"))
+    return tuple(
+        {**row, **{k: f(row[k]) for k, f in kinds.items()}, **{k: row[k] == "True" for k in booleans}}
+        for row in _read_csv("results.csv")
+    )
 
 
 @functools.cache
 def published_maps() -> tuple[dict, ...]:
     """Tables 5.2, 5.4, 5.6, 5.8 and 5.17: mAP@5 and mAP@100 of the best configuration(s) per architecture and tier."""
-    return tuple({**row, "pretrained": row["pretrained"] == "True", "map_at_5": float(row["map_at_5"]),
-                  "map_at_100": float(row["map_at_100"])} for row in _read_csv("map.csv"))
+    return tuple(
+        {
+            **row,
+            "pretrained": row["pretrained"] == "True",
+            "map_at_5": float(row["map_at_5"]),
+            "map_at_100": float(row["map_at_100"]),
+        }
+        for row in _read_csv("map.csv")
+    )
 
 
 def published_row(name: str, *, pretrained: bool) -> dict:

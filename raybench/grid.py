@@ -1,4 +1,4 @@
-"""Grid files: experiments declared as Python data, loaded, validated and expanded into trials (no Ray).
+"""Grid files: experiments declared as Python data, loaded, validated and expanded into trials (no torch, no Ray).
 
 A grid file defines `GRID`, a dict:
 
@@ -14,6 +14,7 @@ A grid file defines `GRID`, a dict:
         ],
     }
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,8 +22,8 @@ import re
 import runpy
 from pathlib import Path
 
-from raybench import data as pbc
-from raybench import models, train
+from raybench import catalog
+from raybench.spec import Trial, make_config
 
 GRID_KEYS = ("name", "data", "tiers", "seeds", "options", "sweeps")
 SWEEP_KEYS = ("models", "tiers", "pretrained", "seeds", "options")
@@ -35,18 +36,21 @@ class Grid:
     name: str
     data: str | None
     tiers: dict[str, int | None]
-    trials: tuple[train.Trial, ...]
+    trials: tuple[Trial, ...]
 
-    def select(self, pattern: str) -> "Grid":
+    def select(self, pattern: str) -> Grid:
         """The trials whose trial_id matches the regular expression `pattern` (search, not full match)."""
         regex = re.compile(pattern)
         chosen = tuple(t for t in self.trials if regex.search(t.trial_id))
         if not chosen:
-            raise ValueError(f"--only {pattern!r} matches no trial of grid {self.name!r}; trial names look like {self.trials[0].trial_id!r}")
+            raise ValueError(
+                f"--only {pattern!r} matches no trial of grid {self.name!r}; "
+                f"trial names look like {self.trials[0].trial_id!r}"
+            )
         return dataclasses.replace(self, trials=chosen)
 
-    def with_options(self, overrides: dict) -> "Grid":
-        """Every trial with the training options `overrides` applied (as `--set` does)."""
+    def with_options(self, overrides: dict) -> Grid:
+        """Every trial with the training options `overrides` applied (as `--set` does), validated as `expand` does."""
         trials = tuple(dataclasses.replace(t, config=dataclasses.replace(t.config, **overrides)) for t in self.trials)
         return dataclasses.replace(self, trials=trials)
 
@@ -71,33 +75,37 @@ def expand(spec: dict, *, source: str = "grid") -> Grid:
     _check_keys(source, spec, GRID_KEYS)
     if "sweeps" not in spec:
         raise ValueError(f"{source} has no 'sweeps': list the models and tiers to train")
-    tiers = dict(spec.get("tiers") or pbc.THESIS_TIERS)
+    tiers = dict(spec.get("tiers") or catalog.TIERS)
     for tier, size in tiers.items():
         if size is not None and (not isinstance(size, int) or size < 10):
-            raise ValueError(f"{source}: tier {tier!r} needs a size of at least 10 images (or None for all), got {size!r}")
+            raise ValueError(
+                f"{source}: tier {tier!r} needs a size of at least 10 images (or None for all), got {size!r}"
+            )
     base_options = spec.get("options") or {}
-    train.make_config(base_options)  # unknown keys and bad values fail here, naming the key
+    make_config(base_options)  # unknown keys and bad values fail here, naming the key
     seeds = _list(f"{source}: seeds", spec.get("seeds", [0]), int)
-    trials: list[train.Trial] = []
+    trials: list[Trial] = []
     for number, sweep in enumerate(_list(f"{source}: sweeps", spec["sweeps"], dict), start=1):
         where = f"{source}, sweep {number}"
         _check_keys(where, sweep, SWEEP_KEYS)
         pretrained = sweep.get("pretrained", False)
         if not isinstance(pretrained, bool):
             raise ValueError(f"{where}: pretrained must be True or False, got {pretrained!r}")
-        config = train.make_config({**base_options, **(sweep.get("options") or {})})
+        config = make_config({**base_options, **(sweep.get("options") or {})})
         sweep_models = _list(f"{where}: models", sweep.get("models", []), str)
         for model in sweep_models:
-            models.check_model_name(model, pretrained=pretrained)
-            models.check_image_size(model, config.image_size)
+            catalog.configuration(model, pretrained=pretrained)
+            catalog.check_image_size(model, config.image_size)
         sweep_tiers = _list(f"{where}: tiers", sweep.get("tiers", []), str)
         for tier in sweep_tiers:
             if tier not in tiers:
-                raise ValueError(f"{where}: unknown tier {tier!r}; valid tiers: {', '.join(tiers)} (add custom ones under 'tiers')")
+                raise ValueError(
+                    f"{where}: unknown tier {tier!r}; valid tiers: {', '.join(tiers)} (add custom ones under 'tiers')"
+                )
         for seed in _list(f"{where}: seeds", sweep.get("seeds", seeds), int):
             for tier in sweep_tiers:
                 for model in sweep_models:
-                    trials.append(train.Trial(model, tier, pretrained=pretrained, seed=seed, config=config))
+                    trials.append(Trial(model, tier, pretrained=pretrained, seed=seed, config=config))
     ids = [t.trial_id for t in trials]
     repeated = sorted({i for i in ids if ids.count(i) > 1})
     if repeated:

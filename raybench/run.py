@@ -4,9 +4,11 @@ Results land in RESULTS/NAME/: trials, epochs, predictions, manifest and plan as
 rows written as soon as it ends. Ray's own experiment folder (checkpoints, logs) is RESULTS/NAME/ray/
 unless --storage points elsewhere (NFS, s3://bucket/prefix on a cluster).
 """
+
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -18,17 +20,27 @@ from ray import tune
 
 from raybench import data as pbc
 from raybench import grid as grids
-from raybench import models, resources, results, train, trainable
+from raybench import models, resources, results, spec, trainable
 
 
 def plan_rows(grid: grids.Grid, *, gpu_memory_gb: float | None, cpus_per_trial: float = 1.0) -> list[dict]:
     """One row per trial: what it trains and what it will ask the scheduler for."""
     rows = []
     for trial in grid.trials:
-        total, trainable_count = models.parameter_counts(trial.model, pretrained=trial.pretrained, image_size=trial.config.image_size)
+        total, trainable_count = models.parameter_counts(
+            trial.model, pretrained=trial.pretrained, image_size=trial.config.image_size
+        )
         need = resources.trial_resources(trial, gpu_memory_gb=gpu_memory_gb, cpus=cpus_per_trial)
-        rows.append({**trial.columns(), "parameters": total, "trainable_parameters": trainable_count,
-                     "cpu": need["cpu"], "gpu": need["gpu"], "gpu_memory_gb": round(resources.estimate_gpu_memory_gb(trial), 2)})
+        rows.append(
+            {
+                **trial.columns(),
+                "parameters": total,
+                "trainable_parameters": trainable_count,
+                "cpu": need["cpu"],
+                "gpu": need["gpu"],
+                "gpu_memory_gb": round(resources.estimate_gpu_memory_gb(trial), 2),
+            }
+        )
     return rows
 
 
@@ -43,14 +55,18 @@ def check_placeable(plan: pd.DataFrame) -> None:
     for row in plan.itertuples():
         if not any(n.get("CPU", 0) >= row.cpu and n.get("GPU", 0) >= row.gpu for n in nodes):
             have = ", ".join(f"{n.get('CPU', 0):g} CPU/{n.get('GPU', 0):g} GPU" for n in nodes)
-            raise ValueError(f"trial {row.trial_id} needs {row.cpu:g} CPU and {row.gpu:g} GPU on one node, but the "
-                             f"cluster's nodes have {have}; lower --cpus-per-trial, run on a GPU cluster, or --set device=cpu")
+            raise ValueError(
+                f"trial {row.trial_id} needs {row.cpu:g} CPU and {row.gpu:g} GPU on one node, but the "
+                f"cluster's nodes have {have}; lower --cpus-per-trial, run on a GPU cluster, or --set device=cpu"
+            )
 
 
 class ResultsCallback(tune.Callback):
     """Copies each finished trial's rows into the results folder at once, and records failures."""
 
-    def __init__(self, out: Path, manifest: pd.DataFrame, specs: dict[str, train.Trial], *, mirror: str | None = None) -> None:
+    def __init__(
+        self, out: Path, manifest: pd.DataFrame, specs: dict[str, spec.Trial], *, mirror: str | None = None
+    ) -> None:
         self.out, self.manifest, self.specs, self.mirror = out, manifest, specs, mirror
 
     def save(self, result: results.TrialResult) -> None:
@@ -65,8 +81,11 @@ class ResultsCallback(tune.Callback):
             return
         self.save(result)
         row = result.trial
-        print(f"finished {row['model']} {row['tier']}{' pretrained' if row['pretrained'] else ''} seed {row['seed']}: "
-              f"{row['epochs']} epochs, test accuracy {row['test_accuracy']:.3f}, {row['train_seconds']:.1f}s", flush=True)
+        print(
+            f"finished {row['model']} {row['tier']}{' pretrained' if row['pretrained'] else ''} seed {row['seed']}: "
+            f"{row['epochs']} epochs, test accuracy {row['test_accuracy']:.3f}, {row['train_seconds']:.1f}s",
+            flush=True,
+        )
 
     def on_trial_error(self, iteration, trials, trial, **info):
         error = trial.get_error()
@@ -86,35 +105,55 @@ def mirror_uri(storage: str | None, name: str) -> str | None:
     return f"{storage.rstrip('/')}/{name}/results" if storage else None
 
 
-def build_tuner(grid: grids.Grid, prepared: pbc.Prepared, *, out: Path, args: argparse.Namespace, gpu_gb: float | None,
-                name: str) -> tune.Tuner:
-    storage = args.storage or str(out / "ray")
-
+def build_tuner(
+    grid: grids.Grid,
+    prepared: pbc.Prepared,
+    *,
+    out: Path,
+    name: str,
+    storage: str | None,
+    gpu_gb: float | None,
+    cpus_per_trial: float,
+    cache: str | None,
+    checkpoint_every: float,
+    max_failures: int,
+    max_concurrent: int,
+    resume: bool,
+    drills: dict[str, trainable.FaultDrill],
+) -> tune.Tuner:
+    """The Tuner over the grid's unfinished trials, or the restored one of an interrupted run (`resume`)."""
+    ray_storage = storage or str(out / "ray")
     specs = {t.trial_id: t for t in grid.trials}
 
     def trial_resources(config: dict) -> dict:
-        return resources.trial_resources(trainable.trial_spec(config, specs), gpu_memory_gb=gpu_gb, cpus=args.cpus_per_trial)
+        trial = trainable.trial_spec(config, specs)
+        return resources.trial_resources(trial, gpu_memory_gb=gpu_gb, cpus=cpus_per_trial)
 
-    fn = tune.with_resources(tune.with_parameters(trainable.run_trial, prepared=prepared, specs=specs), trial_resources)
+    fn = tune.with_parameters(trainable.run_trial, prepared=prepared, specs=specs, drills=drills)
+    fn = tune.with_resources(fn, trial_resources)
     run_config = tune.RunConfig(
-        name=name, storage_path=storage,
-        failure_config=tune.FailureConfig(max_failures=args.max_failures),
+        name=name,
+        storage_path=ray_storage,
+        failure_config=tune.FailureConfig(max_failures=max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        callbacks=[ResultsCallback(out, prepared.manifest, specs, mirror=mirror_uri(args.storage, name))],
+        callbacks=[ResultsCallback(out, prepared.manifest, specs, mirror=mirror_uri(storage, name))],
     )
-    experiment = f"{storage.rstrip('/')}/{name}"
-    if args.resume and tune.Tuner.can_restore(experiment):
+    experiment = f"{ray_storage.rstrip('/')}/{name}"
+    if resume and tune.Tuner.can_restore(experiment):
         print(f"resuming {experiment}", flush=True)
         return tune.Tuner.restore(experiment, trainable=fn, resume_unfinished=True, resume_errored=True)
     done = {tid for tid, status in results.finished_trials(out).items() if status == "ok"}
     todo = [t for t in grid.trials if t.trial_id not in done]
     space = {
         "trial_id": tune.grid_search([t.trial_id for t in todo]),
-        "cache_dir": args.cache, "checkpoint_every": args.checkpoint_every,
+        "cache_dir": cache,
+        "checkpoint_every": checkpoint_every,
     }
     tune_config = tune.TuneConfig(
-        max_concurrent_trials=args.max_concurrent or None, reuse_actors=True,
-        trial_name_creator=lambda t: t.config["trial_id"], trial_dirname_creator=lambda t: t.config["trial_id"],
+        max_concurrent_trials=max_concurrent or None,
+        reuse_actors=True,
+        trial_name_creator=lambda t: t.config["trial_id"],
+        trial_dirname_creator=lambda t: t.config["trial_id"],
     )
     return tune.Tuner(fn, param_space=space, tune_config=tune_config, run_config=run_config)
 
@@ -122,97 +161,180 @@ def build_tuner(grid: grids.Grid, prepared: pbc.Prepared, *, out: Path, args: ar
 def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser = argparse.ArgumentParser(prog="python -m raybench.run", description=__doc__.splitlines()[0])
     parser.add_argument("grid", help="grid file, e.g. grids/thesis.py or grids/quickstart.py")
-    parser.add_argument("--data", help="PBC_dataset_normal_DIB folder, its parent or the .zip (default: the grid's, else the embedded sample)")
+    parser.add_argument(
+        "--data",
+        help="PBC_dataset_normal_DIB folder, its parent or the .zip (default: the grid's, else the embedded sample)",
+    )
     parser.add_argument("--name", help="results subfolder (default: the grid's name)")
     parser.add_argument("--results", default="results", help="results folder (default: %(default)s)")
-    parser.add_argument("--storage", help="Ray storage for checkpoints and logs: a local/NFS path or s3://bucket/prefix "
-                                          "(default: RESULTS/NAME/ray); a multi-node cluster needs shared storage")
+    parser.add_argument(
+        "--storage",
+        help="Ray storage for checkpoints and logs: a local/NFS path or s3://bucket/prefix "
+        "(default: RESULTS/NAME/ray); a multi-node cluster needs shared storage",
+    )
     parser.add_argument("--only", metavar="REGEX", help="run only the trials whose name matches, e.g. 'resnet_.*-tiny'")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help=f"training option for every trial; keys: {', '.join(train.config_keys())}")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"training option for every trial; keys: {', '.join(spec.config_keys())}",
+    )
+    parser.add_argument(
+        "--inject-failure",
+        action="append",
+        default=[],
+        metavar="REGEX=once:N|always:N",
+        help="fault drill: the trials whose name matches fail after epoch N, once (then resume) or on every retry",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the plan and write plan.parquet, train nothing")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run of the same grid and name")
-    parser.add_argument("--max-concurrent", type=int, default=0, help="at most N trials at once (default: as resources allow)")
-    parser.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
-                        help="checkpoint a trial's whole state at most this often (0: every epoch); a resumed trial "
-                             "repeats the epochs since its last checkpoint, with the same numbers (default: %(default)s)")
-    parser.add_argument("--max-failures", type=int, default=2, help="retries of a failing trial from its last checkpoint (default: %(default)s)")
-    parser.add_argument("--address", help="join a running Ray cluster ('auto' on a cluster's head node); default: start Ray here")
+    parser.add_argument(
+        "--max-concurrent", type=int, default=0, help="at most N trials at once (default: as resources allow)"
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="checkpoint a trial's whole state at most this often (0: every epoch); a resumed trial "
+        "repeats the epochs since its last checkpoint, with the same numbers (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-failures",
+        type=int,
+        default=2,
+        help="retries of a failing trial from its last checkpoint (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--address", help="join a running Ray cluster ('auto' on a cluster's head node); default: start Ray here"
+    )
     parser.add_argument("--num-cpus", type=int, help="CPUs of a Ray started here (default: all)")
-    parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs each trial asks for (default: %(default)s)")
-    parser.add_argument("--gpu-memory-gb", type=float, help="memory of one GPU, for fractional allocation (default: detected)")
-    parser.add_argument("--cache", help="decode-once image cache on each node (default: ~/.cache/raybench of the node's user)")
+    parser.add_argument(
+        "--cpus-per-trial", type=float, default=1.0, help="CPUs each trial asks for (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--gpu-memory-gb", type=float, help="memory of one GPU, for fractional allocation (default: detected)"
+    )
+    parser.add_argument(
+        "--cache", help="decode-once image cache on each node (default: ~/.cache/raybench of the node's user)"
+    )
     return parser, parser.parse_args(argv)
+
+
+def fault_drills(grid: grids.Grid, items: list[str]) -> dict[str, trainable.FaultDrill]:
+    """--inject-failure REGEX=once:N|always:N -> {trial_id: drill} for the trials whose name matches."""
+    drills = {}
+    for item in items:
+        pattern, sep, text = item.rpartition("=")
+        if not sep:
+            raise ValueError(f"--inject-failure expects REGEX=once:N or REGEX=always:N, got {item!r}")
+        drill = trainable.FaultDrill.parse(text)
+        drills.update({t.trial_id: drill for t in grid.select(pattern).trials})
+    return drills
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """Everything a run needs before Ray starts: the grid, where results go, the plan and the drills."""
+
+    grid: grids.Grid
+    name: str
+    out: Path
+    gpu_gb: float | None
+    plan: pd.DataFrame
+    drills: dict[str, trainable.FaultDrill]
+
+
+def set_up(args: argparse.Namespace) -> Setup:
+    """Load and check everything that can be wrong before anything starts; a ValueError names the problem."""
+    grid = grids.load_grid(args.grid)
+    if args.only:
+        grid = grid.select(args.only)
+    if args.set:
+        grid = grid.with_options(spec.parse_overrides(args.set))
+    split_seeds = {t.config.split_seed for t in grid.trials}
+    if len(split_seeds) > 1:
+        raise ValueError(
+            f"one run draws one set of tiers and splits, but the grid asks for split_seed "
+            f"{sorted(split_seeds)}: run them separately"
+        )
+    name = args.name or grid.name
+    gpu_gb = args.gpu_memory_gb or resources.local_gpu_memory_gb()
+    plan = pd.DataFrame(plan_rows(grid, gpu_memory_gb=gpu_gb, cpus_per_trial=args.cpus_per_trial))
+    return Setup(grid, name, Path(args.results).resolve() / name, gpu_gb, plan, fault_drills(grid, args.inject_failure))
+
+
+def check_resume(setup: Setup, *, resume: bool) -> None:
+    """A new run must not land on an old one's results; a resumed one must be the same trials with the same options."""
+    out, plan = setup.out, setup.plan
+    if not resume and results.finished_trials(out):
+        raise ValueError(f"{out} already holds results of a run: add --resume to continue it, or choose another --name")
+    if resume and (out / "plan.parquet").exists():
+        before = pd.read_parquet(out / "plan.parquet")
+        if "options" not in before or sorted(zip(before.trial_id, before.options, strict=True)) != sorted(
+            zip(plan.trial_id, plan.options, strict=True)
+        ):
+            raise ValueError(
+                f"--resume: the trials or their options differ from those of the run in {out}; resume "
+                "with the same grid, --only and --set, or start a new run with another --name"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser, args = parse_args(argv)
     try:
-        grid = grids.load_grid(args.grid)
-        if args.only:
-            grid = grid.select(args.only)
-        if args.set:
-            grid = grid.with_options(train.parse_overrides(args.set))
-            for trial in grid.trials:
-                models.check_image_size(trial.model, trial.config.image_size)
-        split_seeds = {t.config.split_seed for t in grid.trials}
-        if len(split_seeds) > 1:
-            raise ValueError(f"one run draws one set of tiers and splits, but the grid asks for split_seed {sorted(split_seeds)}: run them separately")
-    except ValueError as error:
-        parser.error(str(error))
-    name = args.name or grid.name
-    out = Path(args.results).resolve() / name
-    gpu_gb = args.gpu_memory_gb or resources.local_gpu_memory_gb()
-
-    plan = pd.DataFrame(plan_rows(grid, gpu_memory_gb=gpu_gb, cpus_per_trial=args.cpus_per_trial))
-    if args.dry_run:
-        print_table(plan)
-        results.write_plan(out, plan)
-        print(f"{len(plan)} trials planned -> {out / 'plan.parquet'}")
-        return 0
-    if not args.resume and results.finished_trials(out):
-        parser.error(f"{out} already holds results of a run: add --resume to continue it, or choose another --name")
-    if args.resume and (out / "plan.parquet").exists():
-        before = pd.read_parquet(out / "plan.parquet")
-        if "options" not in before or sorted(zip(before.trial_id, before.options)) != sorted(zip(plan.trial_id, plan.options)):
-            parser.error(f"--resume: the trials or their options differ from those of the run in {out}; resume with the "
-                         "same grid, --only and --set, or start a new run with another --name")
-    try:
-        for model in sorted({t.model for t in grid.trials if t.pretrained}):
+        setup = set_up(args)
+        if args.dry_run:
+            print_table(setup.plan)
+            results.write_plan(setup.out, setup.plan)
+            print(f"{len(setup.plan)} trials planned -> {setup.out / 'plan.parquet'}")
+            return 0
+        check_resume(setup, resume=args.resume)
+        for model in sorted({t.model for t in setup.grid.trials if t.pretrained}):
             models.imagenet_weights(model)  # fetched once here, into torchvision's cache, or a clear error now
-    except FileNotFoundError as error:
-        parser.error(str(error))
-    try:
-        used = sorted({t.tier for t in grid.trials})
-        prepared = pbc.prepare(args.data or grid.data, tiers={t: grid.tiers[t] for t in used}, seed=split_seeds.pop())
-    except ValueError as error:
+        grid = setup.grid
+        tiers = {t: grid.tiers[t] for t in sorted({t.tier for t in grid.trials})}
+        prepared = pbc.prepare(args.data or grid.data, tiers=tiers, seed=grid.trials[0].config.split_seed)
+    except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     print(prepared.report, flush=True)
+    return train_grid(setup, prepared, args)
+
+
+def train_grid(setup: Setup, prepared: pbc.Prepared, args: argparse.Namespace) -> int:
+    """Start (or join) Ray, run the trials through Tune, consolidate the results and print their summary."""
+    out, plan, gpu_gb, name = setup.out, setup.plan, setup.gpu_gb, setup.name
     results.write_plan(out, plan)
     results.write_manifest(out, prepared.manifest)
-
     # each epoch checkpoints, so Ray snapshots often; that is intended here, not a warning
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     ray.init(address=args.address, num_cpus=None if args.address else args.num_cpus)
     if gpu_gb is None and ray.cluster_resources().get("GPU", 0) > 0:  # a cluster whose GPUs are on other nodes
         gpu_gb = ray.get(ray.remote(num_gpus=1)(resources.local_gpu_memory_gb).remote())
-        plan = pd.DataFrame(plan_rows(grid, gpu_memory_gb=gpu_gb, cpus_per_trial=args.cpus_per_trial))
+        plan = pd.DataFrame(plan_rows(setup.grid, gpu_memory_gb=gpu_gb, cpus_per_trial=args.cpus_per_trial))
         results.write_plan(out, plan)
     try:
         check_placeable(plan)
     except ValueError as error:
         ray.shutdown()
-        parser.error(str(error))
+        print(f"python -m raybench.run: error: {error}", file=sys.stderr)
+        return 2
     started = time.time()
-    tuner = build_tuner(grid, prepared, out=out, args=args, gpu_gb=gpu_gb, name=name)
+    tuner = build_tuner(
+        setup.grid, prepared, out=out, name=name, storage=args.storage, gpu_gb=gpu_gb,
+        cpus_per_trial=args.cpus_per_trial, cache=args.cache, checkpoint_every=args.checkpoint_every,
+        max_failures=args.max_failures, max_concurrent=args.max_concurrent, resume=args.resume, drills=setup.drills,
+    )  # fmt: skip
     tuner.fit()
     results.consolidate(out, manifest=prepared.manifest)
     if args.storage:
         results.mirror(out, mirror_uri(args.storage, name))
     trials = pd.read_parquet(out / "trials.parquet")
     print(f"\n{len(trials)} trials in {time.time() - started:.0f}s -> {out}")
-    print_table(trials[["model", "tier", "pretrained", "seed", "status", "epochs", "best_epoch", "test_accuracy",
-                        "map_at_5", "train_seconds", "batch_size"]])
+    columns = ["model", "tier", "pretrained", "seed", "status", "epochs", "best_epoch", "test_accuracy", "map_at_5",
+               "train_seconds", "batch_size"]  # fmt: skip
+    print_table(trials[columns])
     return 0 if (trials.status == "ok").all() else 1
 
 

@@ -4,6 +4,7 @@ The plateau schedule and the early stopping live inside the trial (the Trainer),
 every checkpoint, so a restored trial continues exactly. The last checkpoint also carries the trial's
 result rows, which the driver copies into the results folder when the trial completes.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,7 +19,9 @@ import torch
 from ray import tune
 
 from raybench import data as pbc
-from raybench import results, train
+from raybench import results, runner
+from raybench.loop import Trainer
+from raybench.spec import Trial
 
 STATE_FILE = "state.pt"
 HISTORY_FILE = "history.json"  # the epoch rows so far, small enough for the driver to read after a failure
@@ -26,20 +29,22 @@ RESULT_FILE = "result.pt"
 
 
 class InjectedFailure(RuntimeError):
-    """Raised on purpose by `inject_failure` to exercise the fault tolerance."""
+    """Raised on purpose by a FaultDrill."""
 
 
-def trial_spec(config: dict, specs: dict[str, train.Trial]) -> train.Trial:
+def trial_spec(config: dict, specs: dict[str, Trial]) -> Trial:
     """The trial a Ray config names (the config holds only its trial_id; the specs travel by object store)."""
     try:
         return specs[config["trial_id"]]
     except KeyError:
-        raise ValueError(f"trial {config['trial_id']!r} is not in the grid any more: resume with the grid (and --only/--set) "
-                         "the run was started with") from None
+        raise ValueError(
+            f"trial {config['trial_id']!r} is not in the grid any more: resume with the grid (and --only/--set) "
+            "the run was started with"
+        ) from None
 
 
-def _report(row: dict, trainer: train.Trainer | None, *, result: results.TrialResult | None = None) -> None:
-    """One `tune.report` with the epoch's metrics, and a checkpoint of the whole training state if `trainer` is given."""
+def _report(row: dict, trainer: Trainer | None, *, result: results.TrialResult | None = None) -> None:
+    """One `tune.report` of the epoch's metrics, with a checkpoint of the whole training state if `trainer` is given."""
     metrics = {k: v for k, v in row.items() if isinstance(v, (int, float, bool, str))}
     if trainer is None and result is None:
         tune.report(metrics)
@@ -56,18 +61,38 @@ def _report(row: dict, trainer: train.Trainer | None, *, result: results.TrialRe
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _injected(trial: train.Trial, epoch: int, start_epoch: int) -> None:
-    """`inject_failure=once:N` fails after epoch N unless resumed at or past it; `always:N` fails after every
-    epoch from N on, so every retry fails too."""
-    kind, _, at = trial.config.inject_failure.partition(":")
-    if (kind == "always" and epoch >= int(at)) or (kind == "once" and epoch == int(at) and start_epoch < int(at)):
-        raise InjectedFailure(f"injected failure after epoch {epoch} ({trial.config.inject_failure})")
+@dataclasses.dataclass(frozen=True)
+class FaultDrill:
+    """A failure raised on purpose after an epoch, to exercise the fault tolerance (`run --inject-failure`).
+
+    "once:N" fails after epoch N unless the trial was resumed at or past it; "always:N" fails after every
+    epoch from N on, so every retry fails too.
+    """
+
+    kind: str
+    epoch: int
+
+    @classmethod
+    def parse(cls, text: str) -> FaultDrill:
+        kind, _, at = text.partition(":")
+        if kind not in ("once", "always") or not at.isdigit():
+            raise ValueError(f"a fault drill is 'once:N' or 'always:N' (N an epoch), got {text!r}")
+        return cls(kind, int(at))
+
+    def check(self, epoch: int, start_epoch: int) -> None:
+        if (self.kind == "always" and epoch >= self.epoch) or (
+            self.kind == "once" and epoch == self.epoch and start_epoch < self.epoch
+        ):
+            raise InjectedFailure(f"injected failure after epoch {epoch} ({self.kind}:{self.epoch})")
 
 
-def run_trial(config: dict, *, prepared: pbc.Prepared, specs: dict[str, train.Trial]) -> None:
+def run_trial(
+    config: dict, *, prepared: pbc.Prepared, specs: dict[str, Trial], drills: dict[str, FaultDrill] | None = None
+) -> None:
     """The function trainable (wrapped by `tune.with_parameters` and `tune.with_resources` in run.py)."""
     trial = trial_spec(config, specs)
-    cache_dir = config["cache_dir"] or train.default_cache_dir()  # resolved on the node that trains
+    drill = (drills or {}).get(trial.trial_id)
+    cache_dir = config["cache_dir"] or runner.default_cache_dir()  # resolved on the node that trains
     checkpoint = tune.get_checkpoint()
     finished = result_from_checkpoint(checkpoint)
     if finished is not None:  # it had finished before the driver noticed: report it again
@@ -80,28 +105,37 @@ def run_trial(config: dict, *, prepared: pbc.Prepared, specs: dict[str, train.Tr
 
     node = ray.get_runtime_context().get_node_id()
     if ray.get_gpu_ids() and not torch.cuda.is_available():
-        raise RuntimeError(f"{trial.trial_id}: Ray gave this trial a GPU on node {node}, but torch sees no CUDA device "
-                           f"(torch {torch.__version__}); fix the node's driver or CUDA build rather than train on its CPU")
+        raise RuntimeError(
+            f"{trial.trial_id}: Ray gave this trial a GPU on node {node}, but torch sees no CUDA device "
+            f"(torch {torch.__version__}); fix the node's driver or CUDA build rather than train on its CPU"
+        )
 
-    def build(batch_size: int) -> train.Trainer:
-        return train.build_trainer(trial, prepared, cache_dir=cache_dir, batch_size=batch_size)
+    def build(batch_size: int) -> Trainer:
+        return runner.build_trainer(trial, prepared, cache_dir=cache_dir, batch_size=batch_size)
 
     # Checkpointing the whole state every epoch would write 4.7 TB over the thesis grid (benchmarks/ray_overhead.py):
-    # save at most every `checkpoint_every` seconds; a resumed trial repeats the epochs since (same seeds, same numbers).
+    # save at most every `checkpoint_every` seconds; a resumed trial repeats the epochs since (same seeds, same
+    # numbers).
     every, last_saved = config.get("checkpoint_every", 0.0), time.monotonic()
 
-    def on_epoch_end(row: dict, trainer: train.Trainer, start_epoch: int) -> None:
+    def on_epoch_end(row: dict, trainer: Trainer, start_epoch: int) -> None:
         nonlocal last_saved
         row["node"] = node  # the Ray node that trained this epoch (it is kept in the history)
-        due = time.monotonic() - last_saved >= every or bool(trial.config.inject_failure)
+        due = time.monotonic() - last_saved >= every or drill is not None
         _report({**row, "batch_size": trainer.batch_size, "done": False}, trainer if due else None)
         if due:
             last_saved = time.monotonic()
-        _injected(trial, row["epoch"], start_epoch)
+        if drill is not None:
+            drill.check(row["epoch"], start_epoch)
 
-    trainer = train.fit_halving_on_oom(build, batch_size=state["batch_size"] if state else trial.batch_size, state=state,
-                                       on_epoch_end=on_epoch_end, label=trial.trial_id)
-    result = train.finish_trial(trainer, trial, prepared, cache_dir=cache_dir)
+    trainer = runner.fit_halving_on_oom(
+        build,
+        batch_size=state["batch_size"] if state else trial.batch_size,
+        state=state,
+        on_epoch_end=on_epoch_end,
+        label=trial.trial_id,
+    )
+    result = runner.finish_trial(trainer, trial, prepared, cache_dir=cache_dir)
     result.trial["node"] = node
     _report({"done": True, **_summary(result)}, None, result=result)
 

@@ -1,8 +1,8 @@
-from raybench import resources, train
+from raybench import resources, spec
 
 
 def trial(model, *, pretrained=False, **options):
-    return train.Trial(model, "tiny", pretrained=pretrained, config=train.TrainConfig(**options))
+    return spec.Trial(model, "tiny", pretrained=pretrained, config=spec.TrainConfig(**options))
 
 
 def test_no_gpu_known_means_no_gpu_asked():

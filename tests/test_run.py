@@ -118,11 +118,9 @@ def test_killed_driver_resumes_to_the_numbers_of_an_uninterrupted_run(tmp_path):
 
 @pytest.mark.slow
 def test_failing_trial_gets_a_failed_row_and_a_flaky_one_recovers(tmp_path):
-    grid = write_grid(tmp_path / "faults.py", ["lenet5"], name="faults", extra_sweeps=[
-        {"models": ["mobilenet_small"], "tiers": ["tiny"], "options": {"inject_failure": "always:2"}},
-        {"models": ["mlpmixer_s32"], "tiers": ["tiny"], "options": {"inject_failure": "once:2"}},
-    ])
-    proc = run(grid, "--max-failures", "1", cwd=tmp_path, check=False)
+    grid = write_grid(tmp_path / "faults.py", ["lenet5", "mobilenet_small", "mlpmixer_s32"], name="faults")
+    drills = ("--inject-failure", "mobilenet_small=always:2", "--inject-failure", "mlpmixer_s32=once:2")
+    proc = run(grid, "--max-failures", "1", *drills, cwd=tmp_path, check=False)
     assert proc.returncode == 1  # not every trial succeeded
     trials = pd.read_parquet(tmp_path / "results" / "faults" / "trials.parquet").set_index("model")
     assert trials.loc["lenet5", "status"] == "ok" and trials.loc["mlpmixer_s32", "status"] == "ok"

@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from raybench import models, train
+from raybench import catalog, loop, models, runner, spec, train
 
 
 def scripted_stop(losses, **kwargs):
     """Feed a scripted loss sequence to EarlyStopping; return (epochs run, 1-based tested epoch)."""
-    stopper = train.EarlyStopping(**kwargs)
+    stopper = loop.EarlyStopping(**kwargs)
     for epoch, loss in enumerate(losses, start=1):
         stopper.step(loss)
         if stopper.should_stop:
@@ -47,10 +47,10 @@ def test_cap_without_stop():
 def test_a_stopper_restored_mid_run_decides_as_an_uninterrupted_one():
     losses = [3.0] * 10 + [2.0, 1.85, 1.9, 1.7] + [1.95] * 40
     expected = scripted_stop(losses)
-    first = train.EarlyStopping()
+    first = loop.EarlyStopping()
     for loss in losses[:13]:
         first.step(loss)
-    second = train.EarlyStopping(start=0, patience=1, min_delta=5.0)  # the state carries the rule too
+    second = loop.EarlyStopping(start=0, patience=1, min_delta=5.0)  # the state carries the rule too
     second.load_state_dict(first.state_dict())
     for epoch, loss in enumerate(losses[13:], start=14):
         second.step(loss)
@@ -68,32 +68,32 @@ def test_plateau_schedule_is_torch_default():
 
 
 def test_overrides_are_typed_and_checked():
-    assert train.parse_overrides(["max_epochs=5", "precision=bf16", "channels_last=true", "lr=0.01"]) == {
+    assert spec.parse_overrides(["max_epochs=5", "precision=bf16", "channels_last=true", "lr=0.01"]) == {
         "max_epochs": 5, "precision": "bf16", "channels_last": True, "lr": 0.01}
     with pytest.raises(ValueError, match="unknown training option 'epochs'.*max_epochs"):
-        train.parse_overrides(["epochs=5"])
+        spec.parse_overrides(["epochs=5"])
     with pytest.raises(ValueError, match="max_epochs expects a value of type int"):
-        train.parse_overrides(["max_epochs=five"])
+        spec.parse_overrides(["max_epochs=five"])
     with pytest.raises(ValueError, match="precision must be"):
-        train.make_config({"precision": "fp16"})
+        spec.make_config({"precision": "fp16"})
 
 
 def make_trainer(*, seed=0, model="lenet5", **options):
-    config = train.TrainConfig(image_size=32, device="cpu", **{"es_start": 1, "es_patience": 3, "es_min_delta": 0.0, **options})
+    config = spec.TrainConfig(image_size=32, device="cpu", **{"es_start": 1, "es_patience": 3, "es_min_delta": 0.0, **options})
     rng = np.random.default_rng(1)
     x = rng.integers(0, 256, (48, 32, 32), dtype=np.uint8)
     y = rng.integers(0, 8, 48)
-    train.seed_everything(seed)
-    channels = models.input_channels(model)
+    loop.seed_everything(seed)
+    channels = catalog.configuration(model).channels
     model = models.build_model(model, image_size=32)
-    split = lambda a, b: train.DeviceSplit(a, b, channels=channels, device=torch.device("cpu"))
-    return train.Trainer(model, split(x[:32], y[:32]), split(x[32:], y[32:]), config, seed=seed, batch_size=8)
+    split = lambda a, b: loop.DeviceSplit(a, b, channels=channels, device=torch.device("cpu"))
+    return loop.Trainer(model, split(x[:32], y[:32]), split(x[32:], y[32:]), config, seed=seed, batch_size=8)
 
 
 def test_restored_training_gives_the_numbers_of_an_uninterrupted_one(tmp_path):
     # mobilenet_small has dropout: its numbers depend on the global torch RNG, not only on the data order
     whole = make_trainer(model="mobilenet_small", max_epochs=5, lr=0.05)
-    train.fit(whole)
+    loop.fit(whole)
 
     first = make_trainer(model="mobilenet_small", max_epochs=5, lr=0.05)
     for _ in range(2):
@@ -103,7 +103,7 @@ def test_restored_training_gives_the_numbers_of_an_uninterrupted_one(tmp_path):
     torch.manual_seed(123)  # disturb every RNG after building: the state must bring them back
     np.random.seed(123)
     resumed.load(tmp_path / "state.pt")
-    train.fit(resumed)
+    loop.fit(resumed)
 
     drop_time = lambda rows: [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in rows]
     assert drop_time(resumed.history) == drop_time(whole.history)
@@ -115,14 +115,14 @@ def test_restored_training_gives_the_numbers_of_an_uninterrupted_one(tmp_path):
 def test_same_seed_same_numbers_and_different_seed_differs():
     a, b, c = make_trainer(max_epochs=2), make_trainer(max_epochs=2), make_trainer(max_epochs=2, seed=1)
     for t in (a, b, c):
-        train.fit(t)
+        loop.fit(t)
     assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
     assert [r["train_loss"] for r in a.history] != [r["train_loss"] for r in c.history]
 
 
 def test_lr_column_is_the_rate_used_for_that_epoch():
     trainer = make_trainer(max_epochs=3, lr=0.0)  # no learning: losses flat, plateau never reached in 3 epochs
-    train.fit(trainer)
+    loop.fit(trainer)
     assert [r["lr"] for r in trainer.history] == [0.0, 0.0, 0.0]
 
 
@@ -139,10 +139,10 @@ def test_out_of_memory_halves_the_batch_size_and_starts_again():
         if trainer.batch_size > 8:  # a card that holds 8 images at most
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    trainer = train.fit_halving_on_oom(build, batch_size=32, on_epoch_end=on_epoch_end)
+    trainer = runner.fit_halving_on_oom(build, batch_size=32, on_epoch_end=on_epoch_end)
     assert built == [32, 16, 8] and trainer.batch_size == 8 and trainer.epoch == 2
     with pytest.raises(torch.cuda.OutOfMemoryError):
-        train.fit_halving_on_oom(build, batch_size=32, on_epoch_end=on_epoch_end, min_batch_size=16)
+        runner.fit_halving_on_oom(build, batch_size=32, on_epoch_end=on_epoch_end, min_batch_size=16)
 
 
 def test_one_trial_runner_writes_the_four_files(tmp_path, capsys):
@@ -178,9 +178,9 @@ def test_a_pretrained_trial_in_bf16_and_channels_last_runs_and_records_it(tmp_pa
 
     weights = tmp_path / "resnet18-imagenet.pth"
     torch.save(torchvision.models.resnet18().state_dict(), weights)
-    config = train.TrainConfig(image_size=32, max_epochs=2, es_start=0, precision="bf16", channels_last=True, device="cpu")
-    trial = train.Trial("resnet_18", "tiny", pretrained=True, config=config)
-    result = train.run_trial(trial, embedded, cache_dir=tmp_path / "cache", weights_file=weights)
+    config = spec.TrainConfig(image_size=32, max_epochs=2, es_start=0, precision="bf16", channels_last=True, device="cpu")
+    trial = spec.Trial("resnet_18", "tiny", pretrained=True, config=config)
+    result = runner.train_trial(trial, embedded, cache_dir=tmp_path / "cache", weights_file=weights)
     row = result.trial
     assert (row["pretrained"], row["precision"], row["channels_last"], row["trainable_parameters"]) == (True, "bf16", True, 4104)
     assert row["batch_size"] == 64 and row["epochs"] == 2 and len(result.predictions) == 120

@@ -1,0 +1,265 @@
+"""The shared training loop of thesis §4.3-4.4 (figures 4.4 and 4.5), for every model.
+
+Two functions and a loop: `train_one_epoch`, `evaluate`, and `fit` over a `Trainer` that holds one trial's
+whole training state (model, SGD, plateau schedule, early stopping, RNGs, history). The splits live on the
+training device as uint8 and are normalised there. Runs on the CPU without Ray; knows nothing of results,
+grids or reports.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import typing
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from raybench.catalog import MEAN, STD
+from raybench.spec import TrainConfig
+
+
+def resolve_device(name: str) -> torch.device:
+    """ "auto" is CUDA when present, else the CPU; any other name is torch's."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def to_input(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """uint8 images (N, H, W) -> normalised float32 (N, channels, H, W); the channels are views of one (§4.2)."""
+    if x.dtype != torch.uint8 or x.ndim != 3:
+        raise ValueError(f"to_input expects uint8 images shaped (N, H, W), got {x.dtype} {tuple(x.shape)}")
+    if channels < 1:
+        raise ValueError(f"channels must be positive (1 for lenet5, 3 otherwise), got {channels}")
+    x = x.to(torch.float32).div_(255.0).sub_(MEAN).div_(STD)
+    return x.unsqueeze(1).expand(-1, channels, -1, -1)
+
+
+class EarlyStopping:
+    """Thesis figure 4.5: the rule that both picks the tested checkpoint and stops training.
+
+    From 0-based epoch `start` on, an epoch improves when it is the first one considered or when its
+    mean validation loss is strictly below best - min_delta; `patience` epochs without improvement stop.
+    """
+
+    def __init__(self, *, start: int = 10, patience: int = 20, min_delta: float = 0.1) -> None:
+        self.start, self.patience, self.min_delta = start, patience, min_delta
+        self.epochs_seen = 0
+        self.best: float | None = None
+        self.best_epoch: int | None = None  # 0-based
+        self.bad_epochs = 0
+
+    def step(self, val_loss: float) -> bool:
+        """Record one epoch's validation loss; True when it is an improvement (to be checkpointed)."""
+        epoch = self.epochs_seen
+        self.epochs_seen += 1
+        if epoch < self.start:
+            return False
+        if self.best is None or val_loss < self.best - self.min_delta:
+            self.best, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict:
+        return {
+            k: getattr(self, k)
+            for k in ("start", "patience", "min_delta", "epochs_seen", "best", "best_epoch", "bad_epochs")
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+class DeviceSplit:
+    """One split kept on the training device as uint8; batches are normalised there (§4.2)."""
+
+    def __init__(
+        self, x: np.ndarray, y: np.ndarray, *, channels: int, device: torch.device, channels_last: bool = False
+    ) -> None:
+        self.x = torch.from_numpy(np.array(x, dtype=np.uint8)).to(device)  # a copy: the cache is a read-only memmap
+        self.y = torch.from_numpy(np.array(y, dtype=np.int64)).to(device)
+        self.channels, self.channels_last = channels, channels_last
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def batches(
+        self, batch_size: int, order: torch.Tensor | None = None
+    ) -> typing.Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(inputs, labels) in `order` (indices) or in split order; the last batch may be short."""
+        for start in range(0, len(self), batch_size):
+            index = slice(start, start + batch_size) if order is None else order[start : start + batch_size]
+            x = to_input(self.x[index], self.channels)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self.y[index]
+
+
+def _autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def train_one_epoch(
+    model: nn.Module, batches: typing.Iterable, optimizer: torch.optim.Optimizer, *, precision: str = "fp32"
+) -> float:
+    """One pass of SGD; returns the mean of the per-batch mean losses (fig. 4.4)."""
+    model.train()
+    total, count = None, 0
+    for x, y in batches:
+        with _autocast(x.device, precision):
+            loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total = loss.detach().float() if total is None else total + loss.detach().float()
+        count += 1
+    return float(total) / count  # one host synchronisation per epoch
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, batches: typing.Iterable, *, precision: str = "fp32", keep_scores: bool = False
+) -> tuple[float, float, torch.Tensor | None]:
+    """(mean of per-batch mean losses as fig. 4.4, accuracy, softmax scores on the CPU if `keep_scores`)."""
+    model.eval()
+    total, count, scores, correct, seen = None, 0, [], None, 0
+    for x, y in batches:
+        with _autocast(x.device, precision):
+            logits = model(x)
+        logits = logits.float()
+        loss = nn.functional.cross_entropy(logits, y)
+        hits = (logits.argmax(1) == y).sum()
+        total = loss if total is None else total + loss
+        correct = hits if correct is None else correct + hits
+        count += 1
+        seen += len(y)
+        if keep_scores:
+            scores.append(torch.softmax(logits, 1))
+    return float(total) / count, int(correct) / seen, torch.cat(scores).cpu() if keep_scores else None
+
+
+class Trainer:
+    """The training state of one trial: model, optimiser, plateau schedule, early stopping, RNGs, history.
+
+    `state_dict()` / `load_state_dict()` capture all of it, so a restored trial continues with exactly
+    the numbers of an uninterrupted one (the service's fault tolerance rests on this).
+    """
+
+    def __init__(
+        self, model: nn.Module, train: DeviceSplit, val: DeviceSplit, config: TrainConfig, *, seed: int, batch_size: int
+    ) -> None:
+        self.model, self.train, self.val, self.config = model, train, val, config
+        self.batch_size = batch_size
+        self.eval_batch_size = config.eval_batch_size or batch_size
+        # §4.3: plain SGD; ReduceLROnPlateau with PyTorch's defaults (factor 0.1, patience 10, threshold 1e-4)
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0, dampening=0, weight_decay=0)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer)
+        self.stopper = EarlyStopping(start=config.es_start, patience=config.es_patience, min_delta=config.es_min_delta)
+        self.order_rng = torch.Generator().manual_seed(seed)  # data order, independent of model init
+        self.history: list[dict] = []
+        self.best_model: dict[str, torch.Tensor] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.train.y.device
+
+    @property
+    def epoch(self) -> int:
+        """Epochs trained so far."""
+        return len(self.history)
+
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.config.max_epochs or self.stopper.should_stop
+
+    def run_epoch(self) -> dict:
+        """Train and validate one epoch; returns its row of `epochs.parquet` (without trial_id)."""
+        started = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]
+        order = torch.randperm(len(self.train), generator=self.order_rng).to(self.device)
+        train_loss = train_one_epoch(
+            self.model, self.train.batches(self.batch_size, order), self.optimizer, precision=self.config.precision
+        )
+        val_loss, val_accuracy, _ = evaluate(
+            self.model, self.val.batches(self.eval_batch_size), precision=self.config.precision
+        )
+        self.scheduler.step(val_loss)
+        improved = self.stopper.step(val_loss)
+        if improved:  # fig. 4.5: an improvement is checkpointed and is what gets tested
+            self.best_model = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        row = {
+            "epoch": self.epoch + 1,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+            "lr": lr,
+            "improved": improved,
+            "epoch_seconds": time.perf_counter() - started,
+        }
+        self.history.append(row)
+        return row
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "stopper": self.stopper.state_dict(),
+            "order_rng": self.order_rng.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "numpy_rng": np.random.get_state(),
+            "python_rng": random.getstate(),
+            "history": list(self.history),
+            "best_model": self.best_model,
+            "batch_size": self.batch_size,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.stopper.load_state_dict(state["stopper"])
+        self.order_rng.set_state(state["order_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        np.random.set_state(state["numpy_rng"])
+        random.setstate(state["python_rng"])
+        self.history = list(state["history"])
+        self.best_model = state["best_model"]
+        self.batch_size = state["batch_size"]
+
+    def save(self, path: str | Path) -> None:
+        """Write the whole state to one file, atomically."""
+        path = Path(path)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(path)
+
+    def load(self, path: str | Path) -> None:
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
+
+
+def fit(trainer: Trainer, *, on_epoch_end: typing.Callable[[dict, Trainer], None] | None = None) -> list[dict]:
+    """Run epochs until the early-stopping rule or the epoch cap ends training; returns the history."""
+    while not trainer.done:
+        row = trainer.run_epoch()
+        if on_epoch_end is not None:
+            on_epoch_end(row, trainer)
+    return trainer.history

@@ -1,0 +1,166 @@
+"""One trial from start to end: build its model and splits, fit (halving the batch on CUDA out-of-memory),
+test the tested checkpoint, and assemble its result rows. `train_trial` does all of it in this process; the
+Ray trainable does the same steps with checkpoints and reports in between.
+"""
+
+from __future__ import annotations
+
+import gc
+import typing
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from raybench import catalog, metrics, models, results
+from raybench import data as pbc
+from raybench.loop import DeviceSplit, Trainer, evaluate, fit, resolve_device, seed_everything
+from raybench.spec import Trial
+
+
+def fit_halving_on_oom(
+    build: typing.Callable[[int], Trainer],
+    *,
+    batch_size: int,
+    state: dict | None = None,
+    on_epoch_end: typing.Callable[[dict, Trainer, int], None] | None = None,
+    min_batch_size: int = 1,
+    label: str = "trial",
+) -> Trainer:
+    """`fit` a trainer from `build(batch_size)`, restored from `state` if given; on CUDA out-of-memory,
+    halve the batch size and start again from scratch, down to `min_batch_size`.
+
+    The thesis did this by hand for the models that did not fit its 10 GB card. `on_epoch_end` also gets
+    the epoch this attempt started from.
+    """
+    while True:
+        try:
+            trainer = build(batch_size)
+            if state is not None:
+                trainer.load_state_dict(state)
+            start = trainer.epoch
+            fit(
+                trainer,
+                on_epoch_end=None if on_epoch_end is None else lambda row, t, start=start: on_epoch_end(row, t, start),
+            )
+            return trainer
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
+            # a crowded shared GPU can also fail with "CUDA error: out of memory" (context or cuBLAS handle)
+            if "out of memory" not in str(error) or batch_size // 2 < min_batch_size:
+                raise
+            print(f"{label}: CUDA out of memory, starting again with batch size {batch_size // 2}", flush=True)
+        batch_size, state, trainer = batch_size // 2, None, None
+        gc.collect()  # the failed attempt's tensors are free only once its traceback is gone
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def build_trainer(
+    trial: Trial,
+    prepared: pbc.Prepared,
+    *,
+    cache_dir: str | Path,
+    weights_file: str | Path | None = None,
+    batch_size: int | None = None,
+) -> Trainer:
+    """Seed, build the model and put the trial's train and validation splits on the device."""
+    config = trial.config
+    device = resolve_device(config.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
+    seed_everything(trial.seed)
+    model = models.build_model(
+        trial.model, image_size=config.image_size, pretrained=trial.pretrained, weights_file=weights_file
+    )
+    model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
+    channels = catalog.configuration(trial.model).channels
+
+    def split(name: str) -> DeviceSplit:
+        x, y = pbc.load_split(prepared, trial.tier, name, image_size=config.image_size, cache_dir=cache_dir)
+        return DeviceSplit(x, y, channels=channels, device=device, channels_last=config.channels_last)
+
+    return Trainer(
+        model, split("train"), split("val"), config, seed=trial.seed, batch_size=batch_size or trial.batch_size
+    )
+
+
+def score_test_split(
+    trainer: Trainer, trial: Trial, prepared: pbc.Prepared, *, cache_dir: str | Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reload the tested checkpoint (the last improvement, fig. 4.5) and score the test split."""
+    if trainer.best_model is not None:
+        trainer.model.load_state_dict(trainer.best_model)
+    x, y = pbc.load_split(prepared, trial.tier, "test", image_size=trial.config.image_size, cache_dir=cache_dir)
+    test = DeviceSplit(
+        x, y, channels=trainer.train.channels, device=trainer.device, channels_last=trial.config.channels_last
+    )
+    _, _, scores = evaluate(
+        trainer.model, test.batches(trainer.eval_batch_size), precision=trial.config.precision, keep_scores=True
+    )
+    return scores.numpy(), np.asarray(y)
+
+
+def finish_trial(
+    trainer: Trainer, trial: Trial, prepared: pbc.Prepared, *, cache_dir: str | Path
+) -> results.TrialResult:
+    """Test the trained trial and assemble its result rows."""
+    scores, labels = score_test_split(trainer, trial, prepared, cache_dir=cache_dir)
+    total, trainable = models.count_parameters(trainer.model)
+    history = trainer.history
+    stopper = trainer.stopper
+    best_epoch = stopper.best_epoch + 1 if stopper.best_epoch is not None else len(history)
+    train_seconds = float(sum(row["epoch_seconds"] for row in history))
+    tier_rows = prepared.manifest[prepared.manifest.tier == trial.tier]
+    test_rows = tier_rows[tier_rows.split == "test"]
+    config = trial.config
+    row = {
+        **trial.columns(),
+        "device": describe_device(trainer.device),
+        "parameters": total,
+        "trainable_parameters": trainable,
+        "batch_size": trainer.batch_size,
+        "epochs": len(history),
+        "best_epoch": best_epoch,
+        "stopped_early": bool(stopper.should_stop and len(history) < config.max_epochs),
+        "best_val_loss": stopper.best,
+        "train_seconds": train_seconds,
+        "seconds_per_epoch": train_seconds / max(len(history), 1),
+        "test_accuracy": metrics.accuracy(scores, labels),
+        "map_at_5": metrics.map_at_n(scores, labels, 5),
+        "map_at_100": metrics.map_at_n(scores, labels, 100),
+        "confusion_matrix": metrics.confusion_matrix(scores, labels, num_classes=len(catalog.CLASSES)).tolist(),
+        "n_train": int((tier_rows.split == "train").sum()),
+        "n_val": int((tier_rows.split == "val").sum()),
+        "n_test": len(test_rows),
+        "status": "ok",
+        "error": None,
+    }
+    return results.TrialResult(
+        trial=row,
+        epochs=[{"trial_id": trial.trial_id, **h} for h in history],
+        predictions=results.prediction_rows(trial.trial_id, test_rows.image.tolist(), labels, scores),
+    )
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def train_trial(
+    trial: Trial,
+    prepared: pbc.Prepared,
+    *,
+    cache_dir: str | Path,
+    weights_file: str | Path | None = None,
+    on_epoch_end: typing.Callable[[dict, Trainer], None] | None = None,
+) -> results.TrialResult:
+    """Train, early-stop and test one trial in this process (no Ray)."""
+    trainer = build_trainer(trial, prepared, cache_dir=cache_dir, weights_file=weights_file)
+    fit(trainer, on_epoch_end=on_epoch_end)
+    return finish_trial(trainer, trial, prepared, cache_dir=cache_dir)
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "raybench"
