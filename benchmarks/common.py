@@ -1,4 +1,5 @@
 """What the benchmarks share: side-by-side timing, the rows of the table, and the machine they ran on."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,7 +31,9 @@ class Row:
         return [self.benchmark, self.figure, f"{value} {self.unit}".strip(), self.goal, met, self.note]
 
 
-def interleaved(runs: dict[str, typing.Callable[[int], float]], *, reps: int, warmup: int = 1) -> dict[str, list[float]]:
+def interleaved(
+    runs: dict[str, typing.Callable[[int], float]], *, reps: int, warmup: int = 1
+) -> dict[str, list[float]]:
     """Call each run once per repetition, side by side: A B, B A, A B, ... (the order flips so neither always
     goes first). Each run gets the repetition index and returns its own seconds, so it can keep setup untimed.
     `warmup` repetitions (index -1, -2, ...) run first and are not kept."""
@@ -47,7 +50,7 @@ def interleaved(runs: dict[str, typing.Callable[[int], float]], *, reps: int, wa
 
 def ratios(numerator: list[float], denominator: list[float]) -> list[float]:
     """Per-repetition ratios: each pair was measured side by side, so the machine's drift cancels in it."""
-    return [a / b for a, b in zip(numerator, denominator)]
+    return [a / b for a, b in zip(numerator, denominator, strict=True)]
 
 
 def median(values: typing.Iterable[float]) -> float:
@@ -83,7 +86,7 @@ class LoadSampler:
         while not self._stop.wait(self.every_s):
             self.samples.append(load_average())
 
-    def __enter__(self) -> "LoadSampler":
+    def __enter__(self) -> LoadSampler:
         self._thread.start()
         return self
 
@@ -93,8 +96,13 @@ class LoadSampler:
         self.samples.append(load_average())
 
     def summary(self) -> dict:
-        return {"before": self.samples[0], "after": self.samples[-1], "max": max(self.samples),
-                "mean": sum(self.samples) / len(self.samples), "samples": len(self.samples)}
+        return {
+            "before": self.samples[0],
+            "after": self.samples[-1],
+            "max": max(self.samples),
+            "mean": sum(self.samples) / len(self.samples),
+            "samples": len(self.samples),
+        }
 
 
 def wait_for_load(limit: float, *, max_wait_s: float = 600, poll_s: float = 30) -> float:
@@ -122,9 +130,14 @@ def cpu_model() -> str:
 def machine() -> dict:
     """The machine and software the figures were measured on."""
     info = {
-        "host": platform.node(), "cpu": cpu_model(), "cpu_cores": os.cpu_count(), "arch": platform.machine(),
+        "host": platform.node(),
+        "cpu": cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "arch": platform.machine(),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1),
-        "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
         "gpu": None,
     }
     try:
@@ -142,4 +155,5 @@ def machine() -> dict:
 
 def describe(info: dict) -> str:
     gpu = info["gpu"] or "no GPU"
-    return f"{info['cpu_cores']}-core {info['arch']} CPU ({info['cpu']}), {info['memory_gb']:g} GB, {gpu}; torch {info['torch']}"
+    cpu = f"{info['cpu_cores']}-core {info['arch']} CPU ({info['cpu']})"
+    return f"{cpu}, {info['memory_gb']:g} GB, {gpu}; torch {info['torch']}"
