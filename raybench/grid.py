@@ -40,7 +40,10 @@ class Grid:
 
     def select(self, pattern: str) -> Grid:
         """The trials whose trial_id matches the regular expression `pattern` (search, not full match)."""
-        regex = re.compile(pattern)
+        try:
+            regex = re.compile(pattern)
+        except re.error as error:
+            raise ValueError(f"--only {pattern!r} is not a valid regular expression ({error})") from None
         chosen = tuple(t for t in self.trials if regex.search(t.trial_id))
         if not chosen:
             raise ValueError(
@@ -64,28 +67,28 @@ def _check_keys(where: str, given: dict, valid: tuple[str, ...]) -> None:
 
 
 def _list(where: str, value, kind: type) -> list:
-    items = [value] if isinstance(value, kind) else list(value)
-    if not items or not all(isinstance(v, kind) for v in items):
+    items = [value] if isinstance(value, (kind, bool)) else list(value) if isinstance(value, (list, tuple)) else None
+    if not items or not all(isinstance(v, kind) and not isinstance(v, bool) for v in items):
         raise ValueError(f"{where} must be a non-empty list of {kind.__name__}, got {value!r}")
     return items
 
 
-def expand(spec: dict, *, source: str = "grid") -> Grid:
+def expand(declared: dict, *, source: str = "grid") -> Grid:
     """Validate a grid dict and expand it into trials; every problem is a ValueError naming the value."""
-    _check_keys(source, spec, GRID_KEYS)
-    if "sweeps" not in spec:
+    _check_keys(source, declared, GRID_KEYS)
+    if "sweeps" not in declared:
         raise ValueError(f"{source} has no 'sweeps': list the models and tiers to train")
-    tiers = dict(spec.get("tiers") or catalog.TIERS)
+    tiers = dict(declared.get("tiers") or catalog.TIERS)
     for tier, size in tiers.items():
         if size is not None and (not isinstance(size, int) or size < 10):
             raise ValueError(
                 f"{source}: tier {tier!r} needs a size of at least 10 images (or None for all), got {size!r}"
             )
-    base_options = spec.get("options") or {}
+    base_options = declared.get("options") or {}
     make_config(base_options)  # unknown keys and bad values fail here, naming the key
-    seeds = _list(f"{source}: seeds", spec.get("seeds", [0]), int)
+    seeds = _list(f"{source}: seeds", declared.get("seeds", [0]), int)
     trials: list[Trial] = []
-    for number, sweep in enumerate(_list(f"{source}: sweeps", spec["sweeps"], dict), start=1):
+    for number, sweep in enumerate(_list(f"{source}: sweeps", declared["sweeps"], dict), start=1):
         where = f"{source}, sweep {number}"
         _check_keys(where, sweep, SWEEP_KEYS)
         pretrained = sweep.get("pretrained", False)
@@ -110,8 +113,8 @@ def expand(spec: dict, *, source: str = "grid") -> Grid:
     repeated = sorted({i for i in ids if ids.count(i) > 1})
     if repeated:
         raise ValueError(f"{source} declares these trials more than once: {repeated}")
-    name = spec.get("name") or Path(source).stem
-    return Grid(name=name, data=spec.get("data"), tiers=tiers, trials=tuple(trials))
+    name = declared.get("name") or Path(source).stem
+    return Grid(name=name, data=declared.get("data"), tiers=tiers, trials=tuple(trials))
 
 
 def load_grid(path: str | Path) -> Grid:
@@ -119,9 +122,13 @@ def load_grid(path: str | Path) -> Grid:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"grid file {str(path)!r} does not exist; see grids/ for examples")
-    namespace = runpy.run_path(str(path))
+    try:  # a grid file is Python, run as it is: run only grids you trust
+        namespace = runpy.run_path(str(path))
+    except Exception as error:  # a syntax error, an import error, anything the file raises: one line, its cause
+        raise ValueError(f"grid file {str(path)!r} failed to load: {type(error).__name__}: {error}") from None
     if "GRID" not in namespace:
         raise ValueError(f"grid file {str(path)!r} defines no GRID dict")
-    spec = dict(namespace["GRID"])
-    spec.setdefault("name", path.stem)
-    return expand(spec, source=str(path))
+    if not isinstance(namespace["GRID"], dict):
+        raise ValueError(f"grid file {str(path)!r}: GRID must be a dict, got {type(namespace['GRID']).__name__}")
+    declared = {"name": path.stem, **namespace["GRID"]}
+    return expand(declared, source=str(path))

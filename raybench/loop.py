@@ -8,6 +8,7 @@ grids or reports.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 import typing
@@ -184,8 +185,17 @@ class Trainer:
         return len(self.history)
 
     @property
+    def diverged(self) -> str | None:
+        """Why training cannot go on when the last epoch's loss is not finite (NaN weights stay NaN), else None."""
+        last = self.history[-1] if self.history else {}
+        for key in ("train_loss", "val_loss"):
+            if key in last and not math.isfinite(last[key]):
+                return f"the {key.replace('_', ' ')} is not finite ({last[key]}) in epoch {last['epoch']}"
+        return None
+
+    @property
     def done(self) -> bool:
-        return self.epoch >= self.config.max_epochs or self.stopper.should_stop
+        return self.epoch >= self.config.max_epochs or self.stopper.should_stop or self.diverged is not None
 
     def run_epoch(self) -> dict:
         """Train and validate one epoch; returns its row of `epochs.parquet` (without trial_id)."""
@@ -223,8 +233,8 @@ class Trainer:
             "order_rng": self.order_rng.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-            "numpy_rng": np.random.get_state(),
-            "python_rng": random.getstate(),
+            "numpy_rng": _numpy_rng_state(),
+            "python_rng": _python_rng_state(),
             "history": list(self.history),
             "best_model": self.best_model,
             "batch_size": self.batch_size,
@@ -239,8 +249,8 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
-        np.random.set_state(state["numpy_rng"])
-        random.setstate(state["python_rng"])
+        _set_numpy_rng_state(state["numpy_rng"])
+        _set_python_rng_state(state["python_rng"])
         self.history = list(state["history"])
         self.best_model = state["best_model"]
         self.batch_size = state["batch_size"]
@@ -253,7 +263,29 @@ class Trainer:
         tmp.replace(path)
 
     def load(self, path: str | Path) -> None:
-        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
+        # weights_only: a checkpoint is tensors and plain values, never pickled objects that could run code
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def _numpy_rng_state() -> dict:
+    """NumPy's global RNG state as tensors and numbers (a checkpoint holds no pickled objects)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}  # fmt: skip
+
+
+def _set_numpy_rng_state(state: dict) -> None:
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state((state["kind"], keys, state["pos"], state["has_gauss"], state["cached_gaussian"]))
+
+
+def _python_rng_state() -> dict:
+    version, internal, gauss_next = random.getstate()
+    return {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next}
+
+
+def _set_python_rng_state(state: dict) -> None:
+    random.setstate((state["version"], tuple(state["internal"].tolist()), state["gauss_next"]))
 
 
 def fit(trainer: Trainer, *, on_epoch_end: typing.Callable[[dict, Trainer], None] | None = None) -> list[dict]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -246,8 +247,21 @@ class Setup:
     drills: dict[str, trainable.FaultDrill]
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """The run's own numbers: counts at least 0 (or 1), times finite."""
+    checks = (
+        ("--max-concurrent", args.max_concurrent, 0), ("--max-failures", args.max_failures, -1),
+        ("--cpus-per-trial", args.cpus_per_trial, 0.01), ("--num-cpus", args.num_cpus, 1),
+        ("--checkpoint-every", args.checkpoint_every, 0), ("--gpu-memory-gb", args.gpu_memory_gb, 0.01),
+    )  # fmt: skip
+    for flag, value, least in checks:
+        if value is not None and not (math.isfinite(value) and value >= least):
+            raise ValueError(f"{flag} must be a finite number of at least {least:g}, got {value:g}")
+
+
 def set_up(args: argparse.Namespace) -> Setup:
     """Load and check everything that can be wrong before anything starts; a ValueError names the problem."""
+    check_arguments(args)
     grid = grids.load_grid(args.grid)
     if args.only:
         grid = grid.select(args.only)
@@ -262,7 +276,8 @@ def set_up(args: argparse.Namespace) -> Setup:
     name = args.name or grid.name
     gpu_gb = args.gpu_memory_gb or resources.local_gpu_memory_gb()
     plan = pd.DataFrame(plan_rows(grid, gpu_memory_gb=gpu_gb, cpus_per_trial=args.cpus_per_trial))
-    return Setup(grid, name, Path(args.results).resolve() / name, gpu_gb, plan, fault_drills(grid, args.inject_failure))
+    out = Path(args.results).expanduser().resolve() / name  # "~/results" on a cluster is the head node's home
+    return Setup(grid, name, out, gpu_gb, plan, fault_drills(grid, args.inject_failure))
 
 
 def check_resume(setup: Setup, *, resume: bool) -> None:

@@ -132,8 +132,9 @@ def finish_trial(
         "n_train": int((tier_rows.split == "train").sum()),
         "n_val": int((tier_rows.split == "val").sum()),
         "n_test": len(test_rows),
-        "status": "ok",
-        "error": None,
+        # a loss that is no longer finite ends the trial; its last improvement (if any) is still what is tested
+        "status": "ok" if trainer.diverged is None else "diverged",
+        "error": trainer.diverged,
     }
     return results.TrialResult(
         trial=row,

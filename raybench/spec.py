@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import typing
 from collections.abc import Iterable
 
@@ -15,6 +17,7 @@ from raybench import catalog
 
 _THESIS = catalog.LOOP_DEFAULTS
 PRECISIONS = ("fp32", "bf16")
+DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")  # the device types torch runs this loop on
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,11 +46,21 @@ class TrainConfig:
                 raise ValueError(f"training option {field.name} must be of type {kind.__name__}, got {value!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        for name in ("max_epochs", "image_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_epochs < 1:
+            raise ValueError(f"max_epochs must be at least 1, got {self.max_epochs}")
+        if not catalog.MIN_IMAGE_SIZE <= self.image_size <= catalog.CROP:
+            raise ValueError(f"image_size must be between {catalog.MIN_IMAGE_SIZE} and {catalog.CROP} (the thesis's "
+                             f"centre crop, resized down for smaller sizes), got {self.image_size}")
         if self.batch_size < 0 or self.eval_batch_size < 0:
             raise ValueError("batch_size and eval_batch_size must be >= 0 (0 = the thesis's batch size)")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number above 0 (the thesis: 0.1), got {self.lr}")
+        for name in ("es_start", "es_patience", "es_min_delta", "split_seed"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number of at least 0, got {value}")
+        if not DEVICE.fullmatch(self.device):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or 'xpu[:N]', got {self.device!r}")
 
 
 _TYPES: dict[str, type] = typing.get_type_hints(TrainConfig)

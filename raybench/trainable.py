@@ -92,7 +92,7 @@ def run_trial(
     """The function trainable (wrapped by `tune.with_parameters` and `tune.with_resources` in run.py)."""
     trial = trial_spec(config, specs)
     drill = (drills or {}).get(trial.trial_id)
-    cache_dir = config["cache_dir"] or runner.default_cache_dir()  # resolved on the node that trains
+    cache_dir = Path(config["cache_dir"] or runner.default_cache_dir()).expanduser()  # on the node that trains
     checkpoint = tune.get_checkpoint()
     finished = result_from_checkpoint(checkpoint)
     if finished is not None:  # it had finished before the driver noticed: report it again
@@ -101,7 +101,7 @@ def run_trial(
     state = None
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=False)
+            state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
 
     node = ray.get_runtime_context().get_node_id()
     if ray.get_gpu_ids() and not torch.cuda.is_available():

@@ -1,3 +1,6 @@
+import pickle
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -121,9 +124,9 @@ def test_same_seed_same_numbers_and_different_seed_differs():
 
 
 def test_lr_column_is_the_rate_used_for_that_epoch():
-    trainer = make_trainer(max_epochs=3, lr=0.0)  # no learning: losses flat, plateau never reached in 3 epochs
+    trainer = make_trainer(max_epochs=3, lr=1e-9)  # no learning: losses flat, plateau never reached in 3 epochs
     loop.fit(trainer)
-    assert [r["lr"] for r in trainer.history] == [0.0, 0.0, 0.0]
+    assert [r["lr"] for r in trainer.history] == [1e-9, 1e-9, 1e-9]
 
 
 def test_out_of_memory_halves_the_batch_size_and_starts_again():
@@ -185,3 +188,43 @@ def test_a_pretrained_trial_in_bf16_and_channels_last_runs_and_records_it(tmp_pa
     assert (row["pretrained"], row["precision"], row["channels_last"], row["trainable_parameters"]) == (True, "bf16", True, 4104)
     assert row["batch_size"] == 64 and row["epochs"] == 2 and len(result.predictions) == 120
     assert '"precision": "bf16"' in row["options"]
+
+
+def test_a_loss_that_is_not_finite_ends_the_trial_and_says_so(tmp_path, embedded):
+    config = spec.TrainConfig(image_size=32, max_epochs=6, es_start=0, lr=1e30, device="cpu")  # diverges at once
+    result = runner.train_trial(spec.Trial("lenet5", "tiny", config=config), embedded, cache_dir=tmp_path)
+    row = result.trial
+    assert row["status"] == "diverged" and "is not finite" in row["error"] and row["epochs"] < 6
+    assert len(result.epochs) == row["epochs"]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"lr": float("nan")}, "lr must be a finite number above 0"),
+    ({"lr": 0.0}, "lr must be a finite number above 0"),
+    ({"es_patience": -1}, "es_patience must be a finite number of at least 0"),
+    ({"es_min_delta": float("inf")}, "es_min_delta must be a finite number"),
+    ({"device": "gpu"}, "device must be 'auto', 'cpu'"),
+    ({"image_size": 400}, "image_size must be between 32 and 352"),
+    ({"max_epochs": 2.5}, "max_epochs must be of type int"),
+    ({"channels_last": 1}, "channels_last must be of type bool"),
+])
+def test_bad_options_are_refused_with_their_name(options, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        spec.make_config(options)
+
+
+class Payload:
+    """Stands for a pickled object in a tampered checkpoint: loading it must not construct it."""
+
+    def __reduce__(self):
+        return (print, ("this ran on load",))
+
+
+def test_a_checkpoint_is_loaded_without_unpickling_objects(tmp_path):
+    trainer = make_trainer(max_epochs=1)
+    trainer.save(tmp_path / "state.pt")
+    make_trainer(max_epochs=1).load(tmp_path / "state.pt")  # the real state is tensors and plain values
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    torch.save({**state, "history": [Payload()]}, tmp_path / "tampered.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        make_trainer(max_epochs=1).load(tmp_path / "tampered.pt")

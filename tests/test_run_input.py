@@ -1,0 +1,66 @@
+"""Bad input to `python -m raybench.run` is one line naming the thing, exit code 2, before anything starts."""
+
+from pathlib import Path
+
+import pytest
+
+from raybench import run
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = str(ROOT / "grids" / "quickstart.py")
+
+
+def refused(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        run.main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("GRID = {'sweeps': [\n", "failed to load: SyntaxError"),
+        ("import no_such_module\nGRID = {}\n", "failed to load: ModuleNotFoundError"),
+        ("GRID = [1, 2]\n", "GRID must be a dict, got list"),
+        (
+            "GRID = {'sweeps': [{'models': ['lenet5'], 'tiers': ['tiny']}], 'options': {'lr': 'fast'}}\n",
+            "lr must be of type float",
+        ),
+        (
+            "GRID = {'sweeps': [{'models': ['lenet5'], 'tiers': ['tiny']}], 'seeds': ['0']}\n",
+            "seeds must be a non-empty list of int",
+        ),
+        (
+            "GRID = {'sweeps': [{'models': ['lenet5'], 'tiers': ['tiny']}], 'seeds': 1.5}\n",
+            "seeds must be a non-empty list of int",
+        ),
+    ],
+)
+def test_a_bad_grid_file_is_one_line(tmp_path, capsys, text, message):
+    (tmp_path / "bad.py").write_text(text)
+    assert message in refused([str(tmp_path / "bad.py"), "--dry-run", "--results", str(tmp_path)], capsys)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--only", "res(net"], "is not a valid regular expression"),
+        (["--set", "image_size=500"], "image_size must be between 32 and 352"),
+        (["--set", "image_size=48"], "image_size 48 is not divisible by the patch size 32"),
+        (["--set", "device=gpu0"], "device must be"),
+        (["--set", "lr=nan"], "lr must be a finite number above 0"),
+        (["--set", "lr=-0.1"], "lr must be a finite number above 0"),
+        (["--set", "es_patience=-2"], "es_patience must be a finite number of at least 0"),
+        (["--max-concurrent", "-1"], "--max-concurrent must be a finite number of at least 0"),
+        (["--cpus-per-trial", "-1"], "--cpus-per-trial must be"),
+        (["--num-cpus", "0"], "--num-cpus must be"),
+        (["--checkpoint-every", "inf"], "--checkpoint-every must be a finite number"),
+        (["--checkpoint-every", "nan"], "--checkpoint-every must be a finite number"),
+        (["--inject-failure", "lenet5=sometimes:2"], "a fault drill is 'once:N' or 'always:N'"),
+    ],
+)
+def test_bad_options_are_one_line(tmp_path, capsys, args, message):
+    assert message in refused([QUICKSTART, "--dry-run", "--results", str(tmp_path), *args], capsys)
