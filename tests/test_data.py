@@ -1,5 +1,6 @@
 import http.server
 import io
+import itertools
 import os
 import re
 import shutil
@@ -10,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
 from raybench import data
+from raybench.data import cache
+from raybench.data.__main__ import main
 
 # Acevedo et al. (2020), table 1: images per class of the published dataset (17,092)
 PUBLISHED = [1218, 3117, 1551, 2895, 1214, 1420, 3329, 2348]
@@ -32,31 +34,38 @@ def position_pattern(width: int, height: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- preprocessing
 
-@pytest.mark.parametrize("colour, grey", [
-    ((255, 0, 0), 76),      # 0.2989 * 255 = 76.22
-    ((0, 255, 0), 150),     # 0.587 * 255 = 149.69
-    ((0, 0, 255), 29),      # 0.114 * 255 = 29.07
-    ((255, 255, 255), 255),  # 254.97
-    ((0, 0, 0), 0),
-    ((10, 20, 30), 18),     # 2.989 + 11.74 + 3.42 = 18.149
-    ((200, 100, 50), 124),  # 59.78 + 58.7 + 5.7 = 124.18
-])
+
+@pytest.mark.parametrize(
+    "colour, grey",
+    [
+        ((255, 0, 0), 76),  # 0.2989 * 255 = 76.22
+        ((0, 255, 0), 150),  # 0.587 * 255 = 149.69
+        ((0, 0, 255), 29),  # 0.114 * 255 = 29.07
+        ((255, 255, 255), 255),  # 254.97
+        ((0, 0, 0), 0),
+        ((10, 20, 30), 18),  # 2.989 + 11.74 + 3.42 = 18.149
+        ((200, 100, 50), 124),  # 59.78 + 58.7 + 5.7 = 124.18
+    ],
+)
 def test_luminance_of_known_colours(colour, grey):
     out = data.preprocess(Image.new("RGB", (360, 363), colour))
     assert out.dtype == np.uint8 and out.shape == (352, 352)
     assert (out == grey).all()
 
 
-@pytest.mark.parametrize("width, height, left, top", [
-    (360, 363, 4, 6),  # (363 - 352) / 2 = 5.5 rounds to 6
-    (366, 369, 7, 8),  # 8.5 rounds to 8 (Python rounds halves to even, as torchvision's CenterCrop does)
-    (361, 360, 4, 4),  # 4.5 rounds to 4
-    (352, 352, 0, 0),
-])
+@pytest.mark.parametrize(
+    "width, height, left, top",
+    [
+        (360, 363, 4, 6),  # (363 - 352) / 2 = 5.5 rounds to 6
+        (366, 369, 7, 8),  # 8.5 rounds to 8 (Python rounds halves to even, as torchvision's CenterCrop does)
+        (361, 360, 4, 4),  # 4.5 rounds to 4
+        (352, 352, 0, 0),
+    ],
+)
 def test_centre_crop_offsets(width, height, left, top):
     pattern = position_pattern(width, height)
     out = data.preprocess(grey_image(pattern))
-    np.testing.assert_array_equal(out, pattern[top: top + 352, left: left + 352])
+    np.testing.assert_array_equal(out, pattern[top : top + 352, left : left + 352])
 
 
 def test_centre_crop_agrees_with_torchvision():
@@ -86,25 +95,36 @@ def test_image_smaller_than_the_crop_is_an_error_naming_it(tmp_path):
 
 
 def test_to_input_normalises_and_replicates_channels_without_copies():
+    import torch
+
+    from raybench.loop import to_input
+
     x = torch.tensor([[[0, 255], [51, 128]]], dtype=torch.uint8)
-    three = data.to_input(x, 3)
+    three = to_input(x, 3)
     assert three.shape == (1, 3, 2, 2) and three.dtype == torch.float32 and three.stride(1) == 0
     expected = (torch.tensor([[0, 255], [51, 128]]) / 255.0 - 0.5) / 0.225
     for channel in range(3):
         torch.testing.assert_close(three[0, channel], expected)
-    assert three[0, 0, 0, 0].item() == pytest.approx(-0.5 / 0.225) and three[0, 0, 0, 1].item() == pytest.approx(0.5 / 0.225)
-    assert data.to_input(x, 1).shape == (1, 1, 2, 2)
+    assert three[0, 0, 0, 0].item() == pytest.approx(-0.5 / 0.225) and three[0, 0, 0, 1].item() == pytest.approx(
+        0.5 / 0.225
+    )
+    assert to_input(x, 1).shape == (1, 1, 2, 2)
     with pytest.raises(ValueError, match="uint8"):
-        data.to_input(x.float(), 3)
+        to_input(x.float(), 3)
 
 
 # ------------------------------------------------------------------------------------------ tiers (counts)
 
+
 def test_thesis_tier_sizes_are_exact():
     counts = data.tier_counts(PUBLISHED)
     splits = {t: c.sum(0).tolist() for t, c in counts.items()}
-    assert splits == {"large": [8546, 3418, 5128], "medium": [4250, 1700, 2550],
-                      "small": [2100, 840, 1260], "tiny": [200, 80, 120]}
+    assert splits == {
+        "large": [8546, 3418, 5128],
+        "medium": [4250, 1700, 2550],
+        "small": [2100, 840, 1260],
+        "tiny": [200, 80, 120],
+    }
     assert counts["large"].sum(1).tolist() == PUBLISHED  # large is every usable image
 
 
@@ -132,14 +152,23 @@ def test_tier_bigger_than_the_data_is_an_error_naming_tier_size_and_available():
         data.prepare(None, tiers={"small": 4200})
 
 
-@pytest.mark.parametrize("size, message", [(0, "positive integer"), (-5, "positive integer"), ("10", "positive integer"),
-                                           (2.5, "positive integer"), (2, "val split empty")])
+@pytest.mark.parametrize(
+    "size, message",
+    [
+        (0, "positive integer"),
+        (-5, "positive integer"),
+        ("10", "positive integer"),
+        (2.5, "positive integer"),
+        (2, "val split empty"),
+    ],
+)
 def test_bad_tier_sizes_are_refused(size, message):
     with pytest.raises(ValueError, match=message):
         data.tier_counts(PUBLISHED, {"odd": size})
 
 
 # ------------------------------------------------------------------------------------ tiers (the images)
+
 
 @pytest.fixture(scope="module")
 def custom() -> data.Prepared:
@@ -154,7 +183,10 @@ def split_sets(prepared, tier):
 def test_embedded_data_default_tiers(embedded):
     report = embedded.report
     assert (report.files_seen, report.usable, report.skipped, report.duplicates_dropped) == (400, 400, (), ())
-    assert report.tiers == {"large": {"train": 200, "val": 80, "test": 120}, "tiny": {"train": 200, "val": 80, "test": 120}}
+    assert report.tiers == {
+        "large": {"train": 200, "val": 80, "test": 120},
+        "tiny": {"train": 200, "val": 80, "test": 120},
+    }
     assert report.omitted_tiers == {"medium": 8500, "small": 4200}
     assert split_sets(embedded, "tiny") == split_sets(embedded, "large")  # the tiny tier is all of it
     assert "usable images" in str(report) and "medium (needs 8500)" in str(report)
@@ -167,14 +199,16 @@ def test_manifest_rows_and_columns(custom):
     assert m.groupby("tier").size().to_dict() == {"all": 400, "half": 200, "quarter": 100, "tenth": 40}
     assert m.groupby("tier").image.nunique().to_dict() == m.groupby("tier").size().to_dict()  # no image twice in a tier
     assert (m.class_name == [data.CLASSES[i] for i in m.label]).all()
-    assert (m.image == [f"{c}/{Path(i).name}" for c, i in zip(m.class_name, m.image)]).all()  # posix, relative to root
+    assert (
+        m.image == [f"{c}/{Path(i).name}" for c, i in zip(m.class_name, m.image, strict=True)]
+    ).all()  # posix, relative to root
     assert all((custom.root / image).is_file() for image in m.image[:20])
     assert custom.report.tiers["tenth"] == {"train": 20, "val": 8, "test": 12}
 
 
 def test_tiers_nest_split_by_split(custom):
     names = list(CUSTOM)
-    for bigger, smaller in zip(names, names[1:]):
+    for bigger, smaller in itertools.pairwise(names):
         big, small = split_sets(custom, bigger), split_sets(custom, smaller)
         for split in data.SPLITS:
             assert small[split] <= big[split], (smaller, split)
@@ -185,7 +219,7 @@ def test_splits_are_class_stratified(custom):
     share = np.bincount(m[m.tier == "all"].label, minlength=8) / 400
     for tier, size in [("all", 400), ("half", 200), ("quarter", 100)]:
         rows = m[m.tier == tier]
-        for split, fraction in zip(data.SPLITS, [0.5, 0.2, 0.3]):
+        for split, fraction in zip(data.SPLITS, [0.5, 0.2, 0.3], strict=True):
             per_class = np.bincount(rows[rows.split == split].label, minlength=8)
             assert np.abs(per_class - size * fraction * share).max() < 2, (tier, split)
 
@@ -206,6 +240,7 @@ def test_thesis_tier_images_do_not_depend_on_the_other_tiers_asked(embedded):
 
 
 # ------------------------------------------------------------------ broken files, duplicates, input forms
+
 
 def make_dataset(parent: Path, per_class: int = 3) -> Path:
     """A small dataset in the official layout, from the first embedded images of each class."""
@@ -228,10 +263,15 @@ def add_defects(root: Path) -> dict[str, str]:
     content = sorted((root / "lymphocyte").glob("*.jpg"))[0].read_bytes()
     (root / "lymphocyte" / "LY_truncated.jpg").write_bytes(content[: len(content) // 2])
     Image.new("RGB", (300, 300), (200, 50, 50)).save(root / "monocyte" / "MO_small.jpg")
-    return {"basophil/ZZ_copy.jpg": "same image as " + f"basophil/{basophil.name}",
-            f"eosinophil/{eosinophil.name}": "different labels", "neutrophil/AA_cross.jpg": "different labels",
-            "neutrophil/.DS_1.jpg": "not an image", "ig/IG_empty.jpg": "not an image",
-            "lymphocyte/LY_truncated.jpg": "cannot be decoded", "monocyte/MO_small.jpg": "too small (300x300"}
+    return {
+        "basophil/ZZ_copy.jpg": "same image as " + f"basophil/{basophil.name}",
+        f"eosinophil/{eosinophil.name}": "different labels",
+        "neutrophil/AA_cross.jpg": "different labels",
+        "neutrophil/.DS_1.jpg": "not an image",
+        "ig/IG_empty.jpg": "not an image",
+        "lymphocyte/LY_truncated.jpg": "cannot be decoded",
+        "monocyte/MO_small.jpg": "too small (300x300",
+    }
 
 
 def test_broken_files_and_duplicates_are_skipped_counted_and_named(tmp_path):
@@ -244,7 +284,12 @@ def test_broken_files_and_duplicates_are_skipped_counted_and_named(tmp_path):
         assert str(root / image) in messages, image
     report = prepared.report
     assert report.files_seen == 24 + 6
-    assert dict(report.skipped).keys() == {"neutrophil/.DS_1.jpg", "ig/IG_empty.jpg", "lymphocyte/LY_truncated.jpg", "monocyte/MO_small.jpg"}
+    assert dict(report.skipped).keys() == {
+        "neutrophil/.DS_1.jpg",
+        "ig/IG_empty.jpg",
+        "lymphocyte/LY_truncated.jpg",
+        "monocyte/MO_small.jpg",
+    }
     reasons = {**dict(report.skipped), **dict(report.duplicates_dropped)}
     for image, reason in expected.items():
         assert reason in reasons[image], (image, reasons[image])
@@ -296,7 +341,9 @@ def test_wrong_folders_are_clear_errors(tmp_path):
         data.prepare(tmp_path)
 
 
-@pytest.mark.skipif(not os.environ.get("RAYBENCH_SHARED_DATA"), reason="set RAYBENCH_SHARED_DATA to the real pbc_sample folder")
+@pytest.mark.skipif(
+    not os.environ.get("RAYBENCH_SHARED_DATA"), reason="set RAYBENCH_SHARED_DATA to the real pbc_sample folder"
+)
 def test_the_real_sample_of_the_archive():
     with pytest.warns(data.DataWarning):
         prepared = data.prepare(os.environ["RAYBENCH_SHARED_DATA"], tiers={"all": None, "tiny": 400})
@@ -304,22 +351,27 @@ def test_the_real_sample_of_the_archive():
     assert report.files_seen == 4200 and report.skipped == (("neutrophil/.DS_169665.jpg", "not an image"),)
     dropped = dict(report.duplicates_dropped)
     assert {"eosinophil/EO_225902.jpg", "neutrophil/BNE_191112.jpg"} <= dropped.keys()
-    assert {k for k, v in dropped.items() if "kept" in v} == {"basophil/BA_809918.jpg", "basophil/BA_786369.jpg", "basophil/BA_988506.jpg"}
+    assert {k for k, v in dropped.items() if "kept" in v} == {
+        "basophil/BA_809918.jpg",
+        "basophil/BA_786369.jpg",
+        "basophil/BA_988506.jpg",
+    }
     assert report.usable == 4194 and report.tiers["tiny"] == {"train": 200, "val": 80, "test": 120}
 
 
 # ---------------------------------------------------------------------------------- the decode-once cache
 
+
 @pytest.fixture
 def decode_count(monkeypatch):
     calls = []
-    real = data.preprocess
+    real = cache.preprocess
 
     def counting(img, image_size=352):
         calls.append(image_size)
         return real(img, image_size)
 
-    monkeypatch.setattr(data, "preprocess", counting)
+    monkeypatch.setattr(cache, "preprocess", counting)
     return calls
 
 
@@ -331,14 +383,14 @@ def test_load_split_follows_the_manifest(embedded, decoded_cache):
     for i in (0, 41, 79):
         with Image.open(embedded.root / rows.image.iloc[i]) as img:
             np.testing.assert_array_equal(x[i], data.preprocess(img))
-    with pytest.raises(ValueError, match="tier 'small' was not prepared.*needs 4200 images"):
+    with pytest.raises(ValueError, match=r"tier 'small' was not prepared.*needs 4200 images"):
         data.load_split(embedded, "small", "train", cache_dir=decoded_cache)
     with pytest.raises(ValueError, match="unknown split 'validation'"):
         data.load_split(embedded, "tiny", "validation", cache_dir=decoded_cache)
 
 
 def test_images_are_decoded_once(custom, tmp_path, decode_count):
-    x, y = data.load_split(custom, "half", "train", image_size=32, cache_dir=tmp_path)
+    x, _ = data.load_split(custom, "half", "train", image_size=32, cache_dir=tmp_path)
     assert len(decode_count) == 200  # the biggest tier's train split, which holds every tier's
     again, _ = data.load_split(custom, "half", "train", image_size=32, cache_dir=tmp_path)
     small, small_y = data.load_split(custom, "tenth", "train", image_size=32, cache_dir=tmp_path)
@@ -384,6 +436,7 @@ def test_a_damaged_cache_is_rebuilt_not_used(custom, tmp_path, decode_count, dam
 
 # ---------------------------------------------------------------------------------------------- download
 
+
 def dataset_zip(tmp_path: Path) -> bytes:
     root = make_dataset(tmp_path / "zipsrc", per_class=2)
     buffer = io.BytesIO()
@@ -395,7 +448,7 @@ def dataset_zip(tmp_path: Path) -> bytes:
 
 @pytest.fixture
 def server(monkeypatch):
-    """A loopback HTTP server serving `state["payload"]` with Range support; `state["cut"]` cuts the next body in half."""
+    """A loopback HTTP server serving `state["payload"]` with Range support; `state["cut"]` halves the next body."""
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     state = {"payload": b"", "cut": False, "ranges": []}
 
@@ -440,7 +493,7 @@ def server(monkeypatch):
 def test_download_checks_and_unpacks(tmp_path, server, capsys):
     server["payload"] = dataset_zip(tmp_path)
     dest = tmp_path / "dest"
-    assert data.main(["download", str(dest), "--url", server["url"]]) == 0
+    assert main(["download", str(dest), "--url", server["url"]]) == 0
     root = dest / "PBC_dataset_normal_DIB"
     assert f"dataset ready at {root}" in capsys.readouterr().out
     assert (dest / data.PBC_ZIP).read_bytes() == server["payload"] and not (dest / (data.PBC_ZIP + ".part")).exists()
@@ -488,7 +541,7 @@ def test_a_download_that_is_not_the_dataset_is_refused(tmp_path, server):
 
 
 def test_prepare_command_prints_the_report(capsys):
-    assert data.main(["prepare"]) == 0
+    assert main(["prepare"]) == 0
     out = capsys.readouterr().out
     assert "usable images" in out and "tiny" in out
-    assert data.main(["prepare", "/nonexistent/folder"]) == 1
+    assert main(["prepare", "/nonexistent/folder"]) == 1

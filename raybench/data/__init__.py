@@ -1,0 +1,41 @@
+"""The PBC dataset (thesis §4.1-4.3): find the images, validate them once, drop duplicates, draw nested
+class-stratified tiers split 5:2:3, and decode each image once into a memory-mapped cache. Torch-free.
+
+    prepared = prepare(None)                      # the embedded 400-image sample; or a folder or the .zip
+    x, y = load_split(prepared, "tiny", "train", cache_dir="~/.cache/raybench")
+    batch = loop.to_input(torch.from_numpy(x[:32]).to(device), channels=3)
+
+Modules: `source` (finding, unpacking and downloading the data), `validation` (skipping broken files, dropping
+duplicates), `tiers` (the tiers and splits), `preparation` (`prepare`, its report) and `cache` (`preprocess`,
+the decode-once cache, `load_split`).
+
+Command line: `python -m raybench.data download DEST` fetches the full dataset (Mendeley Data snkd93bnjr v1),
+`python -m raybench.data prepare [DATA]` prints the preparation report.
+"""
+
+from raybench.catalog import CLASSES, SPLITS  # the class folders and the split names, defined in catalog
+from raybench.data.cache import PREPROCESS_VERSION, load_split, preprocess
+from raybench.data.preparation import Prepared, PrepareReport, prepare
+from raybench.data.source import EMBEDDED_DATA, PBC_URL, PBC_ZIP, DownloadError, download, find_root
+from raybench.data.tiers import tier_counts, tiers_for
+from raybench.data.validation import DataWarning
+
+__all__ = [
+    "CLASSES",
+    "EMBEDDED_DATA",
+    "PBC_URL",
+    "PBC_ZIP",
+    "PREPROCESS_VERSION",
+    "SPLITS",
+    "DataWarning",
+    "DownloadError",
+    "PrepareReport",
+    "Prepared",
+    "download",
+    "find_root",
+    "load_split",
+    "prepare",
+    "preprocess",
+    "tier_counts",
+    "tiers_for",
+]
