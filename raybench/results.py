@@ -4,11 +4,13 @@ Each finished trial is written at once as its own part files under `parts/`; the
 the top of the results folder are rebuilt from the parts and replaced atomically (write, then rename),
 so a killed process loses nothing that finished and a reader never sees half a file.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -16,38 +18,81 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raybench.data import CLASSES
+from raybench.catalog import CLASSES
 
 SCORE_COLUMNS = tuple(f"score_{name}" for name in CLASSES)
 
-TRIALS_SCHEMA = pa.schema([
-    ("trial_id", pa.string()), ("model", pa.string()), ("tier", pa.string()), ("pretrained", pa.bool_()),
-    ("seed", pa.int64()), ("split_seed", pa.int64()), ("image_size", pa.int64()), ("precision", pa.string()),
-    ("channels_last", pa.bool_()), ("device", pa.string()), ("node", pa.string()),
-    ("parameters", pa.int64()), ("trainable_parameters", pa.int64()), ("batch_size", pa.int64()),
-    ("max_epochs", pa.int64()), ("epochs", pa.int64()), ("best_epoch", pa.int64()), ("stopped_early", pa.bool_()),
-    ("best_val_loss", pa.float64()), ("train_seconds", pa.float64()), ("seconds_per_epoch", pa.float64()),
-    ("test_accuracy", pa.float64()), ("map_at_5", pa.float64()), ("map_at_100", pa.float64()),
-    ("confusion_matrix", pa.list_(pa.list_(pa.int64()))),
-    ("n_train", pa.int64()), ("n_val", pa.int64()), ("n_test", pa.int64()),
-    ("status", pa.string()), ("error", pa.string()), ("options", pa.string()),
-])
-
-EPOCHS_SCHEMA = pa.schema([
-    ("trial_id", pa.string()), ("epoch", pa.int64()), ("train_loss", pa.float64()), ("val_loss", pa.float64()),
-    ("val_accuracy", pa.float64()), ("lr", pa.float64()), ("improved", pa.bool_()), ("epoch_seconds", pa.float64()),
-    ("node", pa.string()),
-])
-
-PREDICTIONS_SCHEMA = pa.schema(
-    [("trial_id", pa.string()), ("image", pa.string()), ("label", pa.int64()), ("class_name", pa.string()),
-     ("predicted", pa.int64())] + [(name, pa.float32()) for name in SCORE_COLUMNS]
+TRIALS_SCHEMA = pa.schema(
+    [
+        ("trial_id", pa.string()),
+        ("model", pa.string()),
+        ("tier", pa.string()),
+        ("pretrained", pa.bool_()),
+        ("seed", pa.int64()),
+        ("split_seed", pa.int64()),
+        ("image_size", pa.int64()),
+        ("precision", pa.string()),
+        ("channels_last", pa.bool_()),
+        ("device", pa.string()),
+        ("node", pa.string()),
+        ("parameters", pa.int64()),
+        ("trainable_parameters", pa.int64()),
+        ("batch_size", pa.int64()),
+        ("max_epochs", pa.int64()),
+        ("epochs", pa.int64()),
+        ("best_epoch", pa.int64()),
+        ("stopped_early", pa.bool_()),
+        ("best_val_loss", pa.float64()),
+        ("train_seconds", pa.float64()),
+        ("seconds_per_epoch", pa.float64()),
+        ("test_accuracy", pa.float64()),
+        ("map_at_5", pa.float64()),
+        ("map_at_100", pa.float64()),
+        ("confusion_matrix", pa.list_(pa.list_(pa.int64()))),
+        ("n_train", pa.int64()),
+        ("n_val", pa.int64()),
+        ("n_test", pa.int64()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("options", pa.string()),
+    ]
 )
 
-MANIFEST_SCHEMA = pa.schema([
-    ("image", pa.string()), ("sha256", pa.string()), ("label", pa.int64()), ("class_name", pa.string()),
-    ("tier", pa.string()), ("split", pa.string()),
-])
+EPOCHS_SCHEMA = pa.schema(
+    [
+        ("trial_id", pa.string()),
+        ("epoch", pa.int64()),
+        ("train_loss", pa.float64()),
+        ("val_loss", pa.float64()),
+        ("val_accuracy", pa.float64()),
+        ("lr", pa.float64()),
+        ("improved", pa.bool_()),
+        ("epoch_seconds", pa.float64()),
+        ("node", pa.string()),
+    ]
+)
+
+PREDICTIONS_SCHEMA = pa.schema(
+    [
+        ("trial_id", pa.string()),
+        ("image", pa.string()),
+        ("label", pa.int64()),
+        ("class_name", pa.string()),
+        ("predicted", pa.int64()),
+    ]
+    + [(name, pa.float32()) for name in SCORE_COLUMNS]
+)
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("image", pa.string()),
+        ("sha256", pa.string()),
+        ("label", pa.int64()),
+        ("class_name", pa.string()),
+        ("tier", pa.string()),
+        ("split", pa.string()),
+    ]
+)
 
 FILES = {"trials": TRIALS_SCHEMA, "epochs": EPOCHS_SCHEMA, "predictions": PREDICTIONS_SCHEMA}
 CLASS_METADATA = {b"raybench.classes": json.dumps(list(CLASSES)).encode()}
@@ -65,9 +110,17 @@ class TrialResult:
 def prediction_rows(trial_id: str, images: list[str], labels: np.ndarray, scores: np.ndarray) -> list[dict]:
     """One row per test image with its label, the predicted class and the softmax score of every class."""
     rows = []
-    for image, label, row in zip(images, np.asarray(labels), np.asarray(scores, dtype=np.float32)):
-        rows.append({"trial_id": trial_id, "image": image, "label": int(label), "class_name": CLASSES[int(label)],
-                     "predicted": int(row.argmax()), **dict(zip(SCORE_COLUMNS, row.tolist()))})
+    for image, label, row in zip(images, np.asarray(labels), np.asarray(scores, dtype=np.float32), strict=True):
+        rows.append(
+            {
+                "trial_id": trial_id,
+                "image": image,
+                "label": int(label),
+                "class_name": CLASSES[int(label)],
+                "predicted": int(row.argmax()),
+                **dict(zip(SCORE_COLUMNS, row.tolist(), strict=True)),
+            }
+        )
     return rows
 
 
@@ -107,7 +160,7 @@ def finished_trials(out: str | Path) -> dict[str, str]:
     done = {}
     for path in sorted(parts.glob("*.trials.parquet")) if parts.is_dir() else []:
         table = pq.read_table(path, columns=["trial_id", "status"])
-        for trial_id, status in zip(table["trial_id"].to_pylist(), table["status"].to_pylist()):
+        for trial_id, status in zip(table["trial_id"].to_pylist(), table["status"].to_pylist(), strict=True):
             done[trial_id] = status
     return done
 
@@ -126,7 +179,9 @@ def consolidate(out: str | Path, *, manifest: pd.DataFrame | None = None) -> Non
 
 
 def write_manifest(out: str | Path, manifest: pd.DataFrame) -> None:
-    write_table(to_table(manifest[MANIFEST_SCHEMA.names].to_dict("records"), MANIFEST_SCHEMA), Path(out) / "manifest.parquet")
+    write_table(
+        to_table(manifest[MANIFEST_SCHEMA.names].to_dict("records"), MANIFEST_SCHEMA), Path(out) / "manifest.parquet"
+    )
 
 
 def write_plan(out: str | Path, plan: pd.DataFrame) -> None:
@@ -153,7 +208,40 @@ def mirror(out: str | Path, uri: str) -> None:
             fs.copy_files(str(source), f"{base}/{name}.parquet", destination_filesystem=filesystem)
 
 
+def read_table(out: str | Path, name: str) -> tuple[pd.DataFrame, dict[bytes, bytes]]:
+    """trials, epochs or predictions of a results folder as a DataFrame, with the file's Parquet metadata.
+
+    The consolidated file, else the part files (a run killed before consolidating them); with neither, no rows
+    and the schema's columns.
+    """
+    if name not in FILES:
+        raise ValueError(f"unknown result file {name!r}; result files: {', '.join(FILES)}")
+    out = Path(out)
+    path = out / f"{name}.parquet"
+    paths = [path] if path.is_file() else sorted((out / "parts").glob(f"*.{name}.parquet"))
+    if not paths:
+        return FILES[name].empty_table().to_pandas(), {}
+    frames = [pd.read_parquet(p) for p in paths]
+    metadata = pq.read_schema(paths[0]).metadata or {}
+    frames = [f for f in frames if len(f)] or frames[:1]  # a failed trial's empty parts would blur the column types
+    return pd.concat(frames, ignore_index=True), metadata
+
+
+def read_plan(out: str | Path) -> pd.DataFrame | None:
+    """The plan of a run (as `write_plan` wrote it), None when the results folder has none."""
+    path = Path(out) / "plan.parquet"
+    return pd.read_parquet(path) if path.is_file() else None
+
+
+def decode_classes(metadata: dict[bytes, bytes] | None, columns: Iterable[str]) -> tuple[str, ...]:
+    """The class names in label order: stored in a result file's metadata, else named by its score columns."""
+    stored = (metadata or {}).get(b"raybench.classes")
+    if stored:
+        return tuple(json.loads(stored))
+    return tuple(c.removeprefix("score_") for c in columns if c.startswith("score_"))
+
+
 def class_names(path: str | Path) -> list[str]:
-    """The class names stored in a result file's metadata (label i is class_names[i])."""
-    metadata = pq.read_schema(path).metadata or {}
-    return json.loads(metadata[b"raybench.classes"])
+    """The class names of a result file (label i is class_names[i])."""
+    schema = pq.read_schema(path)
+    return list(decode_classes(schema.metadata, schema.names))

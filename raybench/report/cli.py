@@ -1,0 +1,76 @@
+"""`python -m raybench.report results/<name>`: read a results folder, build the report, write it (the only writing)."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from raybench.report.document import Report, build_report
+from raybench.report.inputs import read_results, read_thesis, select
+from raybench.report.rendering import render_html, render_markdown
+
+DESCRIPTION = "The thesis's chapter 5 redrawn from a run's Parquet results, beside the published numbers."
+
+
+def _csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=[c for c in ("trial_ids",) if c in frame.columns])
+
+
+def check_out(out: Path) -> None:
+    """Refuse to replace a folder that is not an earlier report (writing replaces the whole folder)."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "report.md").is_file())):
+        raise ValueError(f"{out} exists and is not a raybench report folder (no report.md); choose another --out")
+
+
+def write_report(report: Report, out: str | Path, *, dpi: int = 110) -> Path:
+    """Write report.md, report.html, figures/*.png and tables/*.csv into `out`, replacing an earlier report there."""
+    out = Path(out)
+    check_out(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "figures").mkdir(parents=True)
+    (tmp / "tables").mkdir()
+    for table in report.tables:
+        _csv_frame(table.data).to_csv(tmp / "tables" / f"{table.key}.csv", index=False)
+    for plot in report.plots:
+        plot.figure.savefig(tmp / "figures" / f"{plot.key}.png", dpi=dpi)
+        if plot.data is not None:
+            _csv_frame(plot.data).to_csv(tmp / "tables" / f"{plot.key}.csv", index=False)
+    (tmp / "report.md").write_text(render_markdown(report))
+    (tmp / "report.html").write_text(render_html(report))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m raybench.report", description=DESCRIPTION)
+    parser.add_argument("results", help="a results folder (results/<name>, or the --out of python -m raybench.train)")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="only these models or architectures (e.g. resnet_18 MobileNetV3)",
+    )
+    parser.add_argument("--tiers", nargs="+", default=[], metavar="TIER", help="only these tiers (e.g. tiny small)")
+    parser.add_argument("--out", help="report folder (default: RESULTS/report)")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    out = Path(args.out) if args.out else Path(args.results) / "report"
+    try:
+        results, thesis = select(read_results(args.results), read_thesis(), models=args.models, tiers=args.tiers)
+        check_out(out)
+    except ValueError as error:
+        parser.error(str(error))
+    chosen = (("models", args.models), ("tiers", args.tiers))
+    filters = "; ".join(f"{name}: {' '.join(values)}" for name, values in chosen if values)
+    report = build_report(results, thesis, tiers=args.tiers, filters=f" (filtered to {filters})" if filters else "")
+    write_report(report, out)
+    seconds = time.perf_counter() - started
+    print(f"{len(report.tables)} tables, {len(report.plots)} figures in {seconds:.1f}s -> {out / 'report.md'}")
+    return 0

@@ -1,0 +1,331 @@
+"""The report's figures (cf. thesis chapter 5): matplotlib Figures drawn from DataFrames, not yet saved."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, NullLocator
+
+from raybench import catalog
+from raybench.report.formatting import config_label, is_missing
+from raybench.report.inputs import Thesis, model_rank, sort_rows, tier_rank
+from raybench.report.statistics import seed_band, wilson_interval
+
+ARCHITECTURE_COLOR = {
+    "LeNet-5": "#7f7f7f",
+    "ResNet": "#1f77b4",
+    "MobileNetV3": "#2ca02c",
+    "ConvNeXt": "#d62728",
+    "ViT": "#9467bd",
+    "MLP-Mixer": "#ff7f0e",
+}
+
+
+def _figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _color(architecture: str) -> str:
+    return ARCHITECTURE_COLOR.get(architecture, "black")
+
+
+def _legend(ax, *, outside: bool = False, **kw) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if handles and outside:
+        ax.figure.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False)
+    elif handles:
+        ax.legend(fontsize=8, frameon=False, **kw)
+
+
+def curve_figure(
+    epochs: pd.DataFrame,
+    best: pd.DataFrame,
+    *,
+    value: str,
+    title: str,
+    ylabel: str,
+    log: bool = False,
+    steps: bool = False,
+) -> Figure:
+    """One line per configuration over epochs, tested epochs marked.
+
+    Several seeds: their mean with a shaded 95% t-interval, or with `steps` (a schedule, where a mean of
+    step functions would invent steps) one line per seed.
+    """
+    fig = _figure(7.5, 4.2)
+    ax = fig.add_subplot()
+    styles = ("-", "--", "-.", ":")
+    for i, row in enumerate(best.itertuples()):
+        own = epochs[epochs.trial_id.isin(list(row.trial_ids))]
+        if own.empty:
+            continue
+        color = _color(row.architecture)
+        seeds = f" ({row.seeds_ok} seeds)" if row.seeds_ok > 1 else ""
+        label = f"{row.architecture}: {config_label(row.model, row.pretrained)}{seeds}"
+        if steps:
+            for k, (_, seed) in enumerate(own.groupby("trial_id", sort=False)):
+                ax.plot(
+                    seed.epoch,
+                    seed[value],
+                    color=color,
+                    label=None if k else label,
+                    linestyle=styles[i % 4],
+                    drawstyle="steps-post",
+                    linewidth=1.6,
+                )
+            continue
+        band = seed_band(own, by="epoch", value=value)
+        ax.plot(band.epoch, band["mean"], color=color, label=label, linewidth=1.6)
+        if (band["count"] > 1).any():
+            ax.fill_between(band.epoch, band.low, band.high, color=color, alpha=0.18, linewidth=0)
+        # fig. 4.5: the tested checkpoint is the last improvement
+        tested = own[own.improved.astype(bool)].groupby("trial_id").epoch.max()
+        points = own.set_index(["trial_id", "epoch"])[value]
+        ys = [points.get((t, e), math.nan) for t, e in tested.items()]
+        ax.scatter(tested.to_numpy(), ys, color=color, marker="o", s=28, zorder=3, edgecolor="white")
+    drawn = np.concatenate([line.get_ydata() for line in ax.lines]) if ax.lines else np.ones(1)
+    if log or (drawn.min() > 0 and drawn.max() / drawn.min() > 30):  # a diverging epoch would flatten the other curves
+        ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3)
+    _legend(ax, loc="best")
+    return fig
+
+
+def confusion_figure(best: pd.DataFrame, trials: pd.DataFrame, classes: Sequence[str], *, title: str) -> Figure:
+    """Confusion matrices (rows true, columns predicted; seeds summed), coloured by the share of each true class."""
+    cols = min(3, max(len(best), 1))
+    rows = math.ceil(max(len(best), 1) / cols)
+    fig = _figure(4.1 * cols, 3.9 * rows)
+    fig.suptitle(title, fontsize=12)
+    by_id = trials.set_index("trial_id")
+    for i, row in enumerate(best.itertuples()):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        matrix = sum(np.asarray([list(r) for r in by_id.confusion_matrix[t]], dtype=np.int64) for t in row.trial_ids)
+        share = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        for (y, x), count in np.ndenumerate(matrix):
+            if count:
+                color = "white" if share[y, x] > 0.6 else "black"
+                ax.text(x, y, str(count), ha="center", va="center", fontsize=7, color=color)
+        ticks = range(len(classes))
+        ax.set_xticks(ticks, classes, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(ticks, classes, fontsize=7)
+        seeds = f", {row.seeds_ok} seeds summed" if row.seeds_ok > 1 else ""
+        label = config_label(row.model, row.pretrained)
+        ax.set_title(f"{row.architecture}: {label}\naccuracy {row.accuracy:.3f}{seeds}", fontsize=9)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+    return fig
+
+
+def map_figure(curves: pd.DataFrame, best: pd.DataFrame, maps: pd.DataFrame, *, title: str) -> Figure:
+    """mAP@N for N = 1..test size of each architecture's best configuration; the thesis's mAP@5/@100 as crosses."""
+    fig = _figure(7.5, 4.2)
+    ax = fig.add_subplot()
+    for row in best.itertuples():
+        band = seed_band(curves[curves.trial_id.isin(list(row.trial_ids))], by="n", value="map")
+        if band.empty:
+            continue
+        color = _color(row.architecture)
+        label = f"{row.architecture}: {config_label(row.model, row.pretrained)}"
+        ax.plot(band.n, band["mean"], color=color, linewidth=1.5, label=label)
+        if (band["count"] > 1).any():
+            ax.fill_between(band.n, band.low, band.high, color=color, alpha=0.18, linewidth=0)
+        theirs = maps[maps.architecture == row.architecture]
+        if len(theirs) and not is_missing(theirs.iloc[0].thesis_map_at_5):
+            ys = [theirs.iloc[0].thesis_map_at_5, theirs.iloc[0].thesis_map_at_100]
+            ax.scatter([5, 100], ys, marker="x", color=color, s=45, zorder=3)
+    ax.scatter([], [], marker="x", color="black", label="thesis: mAP@5, mAP@100 of its best")
+    ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("N (images retrieved per class)")
+    ax.set_ylabel("mAP@N")
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3, which="both")
+    _legend(ax, loc="lower left")
+    return fig
+
+
+def size_figure(comparison: pd.DataFrame, thesis: Thesis, architecture: str) -> Figure:
+    """Test accuracy against training-set size per configuration: ours solid (t-interval bars), thesis dashed."""
+    fig = _figure(7.0, 4.2)
+    ax = fig.add_subplot()
+    ours = comparison[(comparison.architecture == architecture) & ~comparison.pretrained & (comparison.seeds_ok > 0)]
+    models = catalog.ARCHITECTURES.get(architecture, ())
+    published = thesis.results[~thesis.results.pretrained & thesis.results.model.isin(models)]
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
+    names = sorted(set(ours.model) | set(published.model), key=model_rank)
+    for i, model in enumerate(names):
+        color = palette[i % len(palette)]
+        mine = ours[ours.model == model].assign(n=lambda f: pd.to_numeric(f.n_train)).sort_values("n")
+        if len(mine):
+            err = np.vstack([mine.accuracy - mine.accuracy_low, mine.accuracy_high - mine.accuracy]).astype(float)
+            dodge = 1 + 0.025 * (i - (len(names) - 1) / 2)  # side by side, so that the bars stay apart
+            ax.errorbar(
+                mine.n * dodge,
+                mine.accuracy,
+                yerr=np.nan_to_num(err),
+                color=color,
+                marker="o",
+                capsize=2,
+                label=model,
+                elinewidth=0.8,
+                ecolor=(*to_rgb(color), 0.5),
+            )
+        theirs = published[published.model == model]
+        theirs = theirs.assign(n=theirs.tier.map(lambda t: catalog.TIER_SPLITS[t][0])).sort_values("n")
+        if len(theirs):
+            label = None if len(mine) else f"{model} (thesis only)"
+            ax.plot(
+                theirs.n,
+                theirs.test_accuracy,
+                color=color,
+                linestyle="--",
+                marker="s",
+                markersize=3,
+                alpha=0.6,
+                label=label,
+            )
+    ax.plot([], [], color="black", linestyle="--", label="thesis (dashed)")
+    ax.set_xscale("log")
+    ticks = {n: f"{n}\n{t}" for t, (n, _, _) in catalog.TIER_SPLITS.items()}
+    for r in ours.itertuples():  # our own tier sizes, where they differ from the thesis's
+        ticks.setdefault(int(r.n_train), f"{int(r.n_train)}\n{r.tier} (ours)")
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticks(list(ticks), list(ticks.values()), fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("training images")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"{architecture}: test accuracy against training-set size", fontsize=11)
+    ax.grid(alpha=0.3)
+    _legend(ax, loc="lower right")
+    return fig
+
+
+def heatmap_figure(comparison: pd.DataFrame) -> Figure:
+    """The whole grid at a glance: accuracy per configuration x tier, and its difference from the thesis."""
+    ordered = sort_rows(comparison.assign(tier="", seed=0))[["model", "pretrained"]]
+    labels = list(dict.fromkeys(config_label(m, p) for m, p in ordered.itertuples(index=False)))
+    tiers = sorted(set(comparison.tier), key=tier_rank)
+    acc = np.full((len(labels), len(tiers)), np.nan)
+    diff = acc.copy()
+    text = [["" for _ in tiers] for _ in labels]
+    for r in comparison.itertuples():
+        i, j = labels.index(config_label(r.model, r.pretrained)), tiers.index(r.tier)
+        if r.seeds_ok > 0:
+            acc[i, j], diff[i, j] = r.accuracy, r.accuracy_diff
+            text[i][j] = f"{r.accuracy:.2f}" + ("*" if r.status == "partial" else "")
+        else:
+            text[i][j] = r.status
+    fig = _figure(2.6 + 2 * (0.9 * len(tiers) + 0.6), 2.0 + 0.28 * len(labels))
+    panels = ((acc, "viridis", 0, 1, "test accuracy"), (diff, "RdBu", -0.5, 0.5, "ours − thesis"))
+    for k, (values, cmap, vmin, vmax, name) in enumerate(panels):
+        ax = fig.add_subplot(1, 2, k + 1)
+        ax.set_facecolor("#eeeeee")
+        image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+        for i in range(len(labels)):
+            for j in range(len(tiers)):
+                v = values[i, j]
+                if math.isnan(v):
+                    cell = "no thesis" if k == 1 and text[i][j][:1].isdigit() else text[i][j]
+                else:
+                    cell = text[i][j] if k == 0 else f"{v:+.2f}"
+                light = not math.isnan(v) and (v < 0.45 if k == 0 else abs(v) > 0.3)
+                ax.text(j, i, cell, ha="center", va="center", fontsize=7, color="white" if light else "black")
+        ax.set_xticks(range(len(tiers)), tiers)
+        ax.set_yticks(range(len(labels)), labels if k == 0 else [""] * len(labels), fontsize=8)
+        ax.set_title(name, fontsize=10)
+        fraction = 0.04 if len(labels) > 10 else 0.1
+        bar = fig.colorbar(image, ax=ax, orientation="horizontal", fraction=fraction, pad=0.02, aspect=15)
+        bar.set_ticks([vmin, (vmin + vmax) / 2, vmax])
+    fig.suptitle("Accuracy, configuration × tier\n(grey: no result; *: some seeds failed or missing)", fontsize=10)
+    return fig
+
+
+def accuracy_scatter(comparison: pd.DataFrame) -> Figure:
+    """Our accuracy against the thesis's, with the 95% Wilson band of the thesis's number at our test size."""
+    fig = _figure(7.6, 5.2)
+    ax = fig.add_subplot()
+    both = comparison[(comparison.seeds_ok > 0) & comparison.thesis_accuracy.notna()]
+    p = np.linspace(0, 1, 201)
+    for n in sorted(set(both.interval_n.dropna())):
+        low, high = zip(*(wilson_interval(x, n) for x in p), strict=True)
+        ax.fill_between(p, low, high, color="grey", alpha=0.15, linewidth=0)
+    ax.plot([0, 1], [0, 1], color="black", linewidth=0.8)
+    markers = {"large": "o", "medium": "s", "small": "^", "tiny": "D"}
+    for r in both.itertuples():
+        err = None if is_missing(r.accuracy_low) else [[r.accuracy - r.accuracy_low], [r.accuracy_high - r.accuracy]]
+        color = _color(r.architecture)
+        ax.errorbar(
+            r.thesis_accuracy,
+            r.accuracy,
+            yerr=err,
+            marker=markers.get(r.tier, "o"),
+            linestyle="none",
+            markerfacecolor="white" if r.pretrained else color,
+            color=color,
+            capsize=2,
+            markersize=6,
+            elinewidth=0.8,
+            ecolor=(*to_rgb(color), 0.45),
+        )
+    for arch, color in ARCHITECTURE_COLOR.items():
+        if arch in set(both.architecture):
+            ax.scatter([], [], color=color, label=arch)
+    for tier, marker in markers.items():
+        if tier in set(both.tier):
+            ax.scatter([], [], color="black", marker=marker, facecolor="none", label=f"tier {tier}")
+    ax.fill_between([], [], [], color="grey", alpha=0.15, label="95% Wilson band\nof the thesis's accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.set_xlabel("thesis's test accuracy")
+    ax.set_ylabel("our test accuracy")
+    ax.set_title(
+        "Test accuracy: ours against the thesis's\n(open markers: pretrained; bars: 95% t-interval over seeds)",
+        fontsize=10,
+    )
+    ax.grid(alpha=0.3)
+    _legend(ax, outside=True)
+    return fig
+
+
+def speed_scatter(comparison: pd.DataFrame) -> Figure:
+    """Our seconds per epoch against the thesis's on its RTX 3080, log-log."""
+    fig = _figure(7.2, 5.2)
+    ax = fig.add_subplot()
+    timed = (comparison.seeds_ok > 0) & comparison.thesis_seconds_per_epoch.notna() & (comparison.seconds_per_epoch > 0)
+    both = comparison[timed]
+    for arch, rows in both.groupby("architecture", sort=False):
+        ax.scatter(rows.thesis_seconds_per_epoch, rows.seconds_per_epoch, color=_color(arch), label=arch, s=22)
+        if len(both) <= 25:
+            for r in rows.itertuples():
+                ax.annotate(
+                    f"{config_label(r.model, r.pretrained)} {r.tier}",
+                    (r.thesis_seconds_per_epoch, r.seconds_per_epoch),
+                    fontsize=7,
+                    xytext=(4, 2),
+                    textcoords="offset points",
+                )
+    values = pd.concat([both.thesis_seconds_per_epoch, both.seconds_per_epoch]).astype(float)
+    if len(values):
+        lo, hi = values.min() / 2, values.max() * 2
+        ax.plot([lo, hi], [lo, hi], color="black", linewidth=0.8, label="same speed")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    devices = ", ".join(sorted({d for ds in both.device for d in str(ds).split(", ") if d}))
+    ax.set_xlabel(f"thesis: s/epoch on one {catalog.THESIS_DEVICE}")
+    ax.set_ylabel(f"ours: s/epoch on {devices}")
+    ax.set_title("Seconds per epoch, ours against the thesis's", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    _legend(ax, outside=True)
+    return fig

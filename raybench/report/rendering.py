@@ -1,0 +1,81 @@
+"""The report written out: Markdown (report.md) and one HTML page (report.html), linking figures and CSV tables."""
+
+from __future__ import annotations
+
+import html
+import re
+
+from raybench.report.document import Bullets, Heading, Paragraph, Plot, Report
+from raybench.report.tables import Table
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(report: Report) -> str:
+    """The report as Markdown (report.md), linking figures/<key>.png and tables/<key>.csv."""
+    lines = [f"# {report.title}", ""]
+    for block in report.blocks:
+        if isinstance(block, Heading):
+            lines += ["#" * block.level + " " + block.text, ""]
+        elif isinstance(block, Paragraph):
+            lines += [block.text, ""]
+        elif isinstance(block, Bullets):
+            lines += [f"- {item}" for item in block.items] + [""]
+        elif isinstance(block, Table):
+            lines += [f"**{block.title}** ([CSV](tables/{block.key}.csv))", ""]
+            lines.append("| " + " | ".join(map(_md_cell, block.headers)) + " |")
+            lines.append("|" + "|".join("---" for _ in block.headers) + "|")
+            lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in block.rows]
+            lines += ["", f"_{block.note}_" if block.note else "", ""]
+        elif isinstance(block, Plot):
+            data = f" ([data](tables/{block.key}.csv))" if block.data is not None else ""
+            lines += [f"![{block.caption}](figures/{block.key}.png)", "", f"_{block.caption}_{data}", ""]
+    return "\n".join(lines)
+
+
+def _inline(text: str) -> str:
+    """The little Markdown the report's text uses (**bold**, `code`), as HTML."""
+    out = html.escape(str(text))
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;color:#222}\n"
+    "table{border-collapse:collapse;font-size:12px;margin:.5em 0}"
+    "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}\n"
+    "td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}tr:nth-child(even){background:#fafafa}\n"
+    "figure{margin:1em 0}img{max-width:100%}figcaption,.note{font-size:13px;color:#555}"
+)
+
+
+def render_html(report: Report) -> str:
+    """The report as one HTML page (report.html) with the same links."""
+    title = html.escape(report.title)
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+        f"<style>{_CSS}</style></head><body><h1>{title}</h1>"
+    ]
+    for block in report.blocks:
+        if isinstance(block, Heading):
+            parts.append(f"<h{block.level}>{_inline(block.text)}</h{block.level}>")
+        elif isinstance(block, Paragraph):
+            parts.append(f"<p>{_inline(block.text)}</p>")
+        elif isinstance(block, Bullets):
+            parts.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in block.items) + "</ul>")
+        elif isinstance(block, Table):
+            head = "".join(f"<th>{_inline(h)}</th>" for h in block.headers)
+            body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in block.rows)
+            parts.append(
+                f"<h4>{_inline(block.title)} <a href='tables/{block.key}.csv'>CSV</a></h4>"
+                f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+                f"<p class='note'>{_inline(block.note)}</p>"
+            )
+        elif isinstance(block, Plot):
+            parts.append(
+                f"<figure><img src='figures/{block.key}.png' alt='{html.escape(block.key)}'>"
+                f"<figcaption>{_inline(block.caption)}</figcaption></figure>"
+            )
+    return "\n".join([*parts, "</body></html>"])
