@@ -8,6 +8,7 @@ so a killed process loses nothing that finished and a reader never sees half a f
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -147,11 +148,27 @@ def write_table(table: pa.Table, path: Path) -> None:
 
 
 def write_trial(out: str | Path, result: TrialResult) -> None:
-    """Persist one finished trial's rows as its part files (overwriting an earlier attempt's)."""
+    """Persist one ended trial's rows as its part files (overwriting an earlier attempt's).
+
+    A failure never replaces a trial's ok rows: what failed after them (a copy, Tune's bookkeeping) did not
+    undo its training.
+    """
     trial_id = result.trial["trial_id"]
     parts = Path(out) / "parts"
+    if result.trial["status"] == "failed" and finished_trials(out).get(trial_id) == "ok":
+        return
     for name, rows in (("epochs", result.epochs), ("predictions", result.predictions), ("trials", [result.trial])):
         write_table(to_table(rows, FILES[name]), parts / f"{trial_id}.{name}.parquet")
+
+
+def read_trial(out: str | Path) -> TrialResult | None:
+    """The one trial whose part files `out` holds (as write_trial left them), or None without one."""
+    found = sorted((Path(out) / "parts").glob("*.trials.parquet"))
+    if len(found) != 1:
+        return None
+    stem = str(found[0]).removesuffix(".trials.parquet")
+    rows = {name: pq.read_table(f"{stem}.{name}.parquet").to_pylist() for name in FILES}
+    return TrialResult(trial=rows["trials"][0], epochs=rows["epochs"], predictions=rows["predictions"])
 
 
 def finished_trials(out: str | Path) -> dict[str, str]:
@@ -182,6 +199,12 @@ def write_manifest(out: str | Path, manifest: pd.DataFrame) -> None:
     write_table(
         to_table(manifest[MANIFEST_SCHEMA.names].to_dict("records"), MANIFEST_SCHEMA), Path(out) / "manifest.parquet"
     )
+
+
+def data_fingerprint(manifest: pd.DataFrame) -> str:
+    """A hash of the prepared data: every image's content hash, class, tier and split (not where it is stored)."""
+    rows = manifest[["sha256", "label", "tier", "split"]].astype(str).agg(":".join, axis=1).sort_values()
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
 def write_plan(out: str | Path, plan: pd.DataFrame) -> None:

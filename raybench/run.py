@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import math
 import os
 import sys
@@ -18,10 +19,11 @@ from pathlib import Path
 import pandas as pd
 import ray
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+from raybench import callbacks, console, models, resources, results, spec, trainable
 from raybench import data as pbc
 from raybench import grid as grids
-from raybench import models, resources, results, spec, trainable
 
 
 def plan_rows(grid: grids.Grid, *, gpu_memory_gb: float | None, cpus_per_trial: float = 1.0) -> list[dict]:
@@ -62,101 +64,112 @@ def check_placeable(plan: pd.DataFrame) -> None:
             )
 
 
-class ResultsCallback(tune.Callback):
-    """Copies each finished trial's rows into the results folder at once, and records failures."""
-
-    def __init__(
-        self, out: Path, manifest: pd.DataFrame, specs: dict[str, spec.Trial], *, mirror: str | None = None
-    ) -> None:
-        self.out, self.manifest, self.specs, self.mirror = out, manifest, specs, mirror
-
-    def save(self, result: results.TrialResult) -> None:
-        results.write_results(self.out, [result])
-        if self.mirror:
-            results.mirror(self.out, self.mirror)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        result = trainable.result_from_checkpoint(trial.checkpoint)
-        if result is None:
-            self.save_failure(trial, "the trial ended without results in its last checkpoint")
-            return
-        self.save(result)
-        row = result.trial
-        print(
-            f"finished {row['model']} {row['tier']}{' pretrained' if row['pretrained'] else ''} seed {row['seed']}: "
-            f"{row['epochs']} epochs, test accuracy {row['test_accuracy']:.3f}, {row['train_seconds']:.1f}s",
-            flush=True,
-        )
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        error = trial.get_error()
-        self.save_failure(trial, str(error) if error is not None else "unknown error (see the trial's error.txt)")
-
-    def save_failure(self, trial, message: str) -> None:
-        """A failed row, with the epochs the trial had trained by its last checkpoint."""
-        spec = trainable.trial_spec(trial.config, self.specs)
-        history = trainable.history_from_checkpoint(trial.checkpoint)
-        row = {**spec.columns(), "epochs": len(history)}
-        self.save(results.failed_result(row, message[-4000:], [{"trial_id": spec.trial_id, **h} for h in history]))
-        print(f"FAILED {spec.trial_id}: {message.strip().splitlines()[-1] if message.strip() else message}", flush=True)
-
-
 def mirror_uri(storage: str | None, name: str) -> str | None:
     """Where the consolidated results are copied with --storage: STORAGE/NAME/results."""
     return f"{storage.rstrip('/')}/{name}/results" if storage else None
 
 
-def build_tuner(
-    grid: grids.Grid,
-    prepared: pbc.Prepared,
-    *,
-    out: Path,
-    name: str,
-    storage: str | None,
-    gpu_gb: float | None,
-    cpus_per_trial: float,
-    cache: str | None,
-    checkpoint_every: float,
-    max_failures: int,
-    max_concurrent: int,
-    resume: bool,
-    drills: dict[str, trainable.FaultDrill],
-) -> tune.Tuner:
-    """The Tuner over the grid's unfinished trials, or the restored one of an interrupted run (`resume`)."""
-    ray_storage = storage or str(out / "ray")
-    specs = {t.trial_id: t for t in grid.trials}
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How the trials are run (not what they train): storage, resources, checkpoints, retries, output."""
+
+    storage: str | None = None
+    cpus_per_trial: float = 1.0
+    cache: str | None = None
+    checkpoint_every: float = 60.0
+    max_failures: int = 2
+    max_concurrent: int = 0
+    resume: bool = False
+    verbose: bool = False
+    mlflow: str | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RunOptions:
+        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
+def param_space(trials: list[spec.Trial]) -> dict:
+    """One grid axis over the trial ids; model, tier, pretrained, seed and every option as config keys beside it,
+    so that Tune's dataframes, the dashboard, TensorBoard's HParams and MLflow show and filter them."""
+    values = {t.trial_id: {**parameters(t)} for t in trials}
+    keys = list(next(iter(values.values()))) if values else []
+    space = {"trial_id": tune.grid_search(list(values))}
+    for key in keys:
+        space[key] = tune.sample_from(lambda config, key=key: values[config["trial_id"]][key])
+    return space
+
+
+def parameters(trial: spec.Trial) -> dict:
+    """A trial's identity and options as flat config values."""
+    return {
+        "model": trial.model,
+        "tier": trial.tier,
+        "pretrained": trial.pretrained,
+        "seed": trial.seed,
+        **dataclasses.asdict(trial.config),
+        "batch_size": trial.batch_size,
+    }
+
+
+def build_tuner(setup: Setup, prepared: pbc.Prepared, options: RunOptions, *, gpu_gb: float | None) -> tune.Tuner:
+    """The Tuner over the grid's unfinished trials, or the restored one of an interrupted run (`options.resume`)."""
+    out, name = setup.out, setup.name
+    ray_storage = options.storage or str(out / "ray")
+    specs = {t.trial_id: t for t in setup.grid.trials}
 
     def trial_resources(config: dict) -> dict:
         trial = trainable.trial_spec(config, specs)
-        return resources.trial_resources(trial, gpu_memory_gb=gpu_gb, cpus=cpus_per_trial)
+        return resources.trial_resources(trial, gpu_memory_gb=gpu_gb, cpus=options.cpus_per_trial)
 
-    fn = tune.with_parameters(trainable.run_trial, prepared=prepared, specs=specs, drills=drills)
+    fn = tune.with_parameters(
+        trainable.run_trial,
+        prepared=prepared,
+        specs=specs,
+        drills=setup.drills,
+        cache_dir=options.cache,
+        checkpoint_every=options.checkpoint_every,
+    )
     fn = tune.with_resources(fn, trial_resources)
+    done = {tid for tid, status in results.finished_trials(out).items() if status == "ok"}
+    train_images = prepared.manifest.query("split == 'train'").groupby("tier").size().to_dict()
+    progress = console.GridProgress(setup.plan, train_images=train_images)
+    for trial_id in done:
+        progress.trial_ended(trial_id, "ok")
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # Ray's TensorBoard logger: ours replaces it
+    if not options.verbose:  # Tune's newer console output prints its boxes whatever the verbosity; the older is quiet
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    run_callbacks = [
+        callbacks.ResultsCallback(out, specs, mirror=mirror_uri(options.storage, name)),
+        callbacks.ConsoleCallback(progress),
+        callbacks.CurvesCallback(out, specs),
+        CSVLoggerCallback(),
+        JsonLoggerCallback(),
+    ]
+    if options.mlflow:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        run_callbacks.append(MLflowLoggerCallback(tracking_uri=options.mlflow, experiment_name=name))
     run_config = tune.RunConfig(
         name=name,
         storage_path=ray_storage,
-        failure_config=tune.FailureConfig(max_failures=max_failures),
+        failure_config=tune.FailureConfig(max_failures=options.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        callbacks=[ResultsCallback(out, prepared.manifest, specs, mirror=mirror_uri(storage, name))],
+        callbacks=run_callbacks,
+        verbose=None if options.verbose else 0,
+        log_to_file=True,  # each trial's stdout and stderr, in its folder under the storage
     )
     experiment = f"{ray_storage.rstrip('/')}/{name}"
-    if resume and tune.Tuner.can_restore(experiment):
+    if options.resume and tune.Tuner.can_restore(experiment):
         print(f"resuming {experiment}", flush=True)
         return tune.Tuner.restore(experiment, trainable=fn, resume_unfinished=True, resume_errored=True)
-    done = {tid for tid, status in results.finished_trials(out).items() if status == "ok"}
-    todo = [t for t in grid.trials if t.trial_id not in done]
-    space = {
-        "trial_id": tune.grid_search([t.trial_id for t in todo]),
-        "cache_dir": cache,
-        "checkpoint_every": checkpoint_every,
-    }
+    todo = [t for t in setup.grid.trials if t.trial_id not in done]
     tune_config = tune.TuneConfig(
-        max_concurrent_trials=max_concurrent or None,
+        max_concurrent_trials=options.max_concurrent or None,
         reuse_actors=True,
         trial_name_creator=lambda t: t.config["trial_id"],
         trial_dirname_creator=lambda t: t.config["trial_id"],
     )
-    return tune.Tuner(fn, param_space=space, tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(fn, param_space=param_space(todo), tune_config=tune_config, run_config=run_config)
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -207,6 +220,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
         default=2,
         help="retries of a failing trial from its last checkpoint (default: %(default)s)",
     )
+    parser.add_argument("--verbose", action="store_true", help="show Ray's and Tune's own output as well")
+    parser.add_argument(
+        "--mlflow",
+        metavar="TRACKING_URI",
+        help="also log every trial's parameters and curves to this MLflow tracking server (pip install mlflow)",
+    )
     parser.add_argument(
         "--address", help="join a running Ray cluster ('auto' on a cluster's head node); default: start Ray here"
     )
@@ -250,10 +269,13 @@ class Setup:
 def check_arguments(args: argparse.Namespace) -> None:
     """The run's own numbers: counts at least 0 (or 1), times finite."""
     checks = (
-        ("--max-concurrent", args.max_concurrent, 0), ("--max-failures", args.max_failures, -1),
-        ("--cpus-per-trial", args.cpus_per_trial, 0.01), ("--num-cpus", args.num_cpus, 1),
-        ("--checkpoint-every", args.checkpoint_every, 0), ("--gpu-memory-gb", args.gpu_memory_gb, 0.01),
-    )  # fmt: skip
+        ("--max-concurrent", args.max_concurrent, 0),
+        ("--max-failures", args.max_failures, -1),
+        ("--cpus-per-trial", args.cpus_per_trial, 0.01),
+        ("--num-cpus", args.num_cpus, 1),
+        ("--checkpoint-every", args.checkpoint_every, 0),
+        ("--gpu-memory-gb", args.gpu_memory_gb, 0.01),
+    )
     for flag, value, least in checks:
         if value is not None and not (math.isfinite(value) and value >= least):
             raise ValueError(f"{flag} must be a finite number of at least {least:g}, got {value:g}")
@@ -296,6 +318,18 @@ def check_resume(setup: Setup, *, resume: bool) -> None:
             )
 
 
+def check_same_data(out: Path, prepared: pbc.Prepared, *, resume: bool) -> None:
+    """A resumed run must train on the data its finished trials used (the same images, tiers and splits)."""
+    if not resume or not (out / "manifest.parquet").is_file():
+        return
+    before = pd.read_parquet(out / "manifest.parquet")
+    if results.data_fingerprint(before) != results.data_fingerprint(prepared.manifest):
+        raise ValueError(
+            f"--resume: the data at {prepared.root} is not the data of the run in {out} (other images, "
+            "tiers or splits); resume with the run's --data, or start a new run with another --name"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser, args = parse_args(argv)
     try:
@@ -311,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         grid = setup.grid
         tiers = {t: grid.tiers[t] for t in sorted({t.tier for t in grid.trials})}
         prepared = pbc.prepare(args.data or grid.data, tiers=tiers, seed=grid.trials[0].config.split_seed)
+        check_same_data(setup.out, prepared, resume=args.resume)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     print(prepared.report, flush=True)
@@ -320,14 +355,22 @@ def main(argv: list[str] | None = None) -> int:
 def train_grid(setup: Setup, prepared: pbc.Prepared, args: argparse.Namespace) -> int:
     """Start (or join) Ray, run the trials through Tune, consolidate the results and print their summary."""
     out, plan, gpu_gb, name = setup.out, setup.plan, setup.gpu_gb, setup.name
+    options = RunOptions.from_args(args)
     results.write_plan(out, plan)
     results.write_manifest(out, prepared.manifest)
     # each epoch checkpoints, so Ray snapshots often; that is intended here, not a warning
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    ray.init(address=args.address, num_cpus=None if args.address else args.num_cpus)
+    # Ray's own output (the workers' logs, its banner) stays in its log files unless --verbose
+    ray.init(
+        address=args.address,
+        num_cpus=None if args.address else args.num_cpus,
+        log_to_driver=options.verbose,
+        logging_level=logging.INFO if options.verbose else logging.WARNING,
+    )
     if gpu_gb is None and ray.cluster_resources().get("GPU", 0) > 0:  # a cluster whose GPUs are on other nodes
         gpu_gb = ray.get(ray.remote(num_gpus=1)(resources.local_gpu_memory_gb).remote())
         plan = pd.DataFrame(plan_rows(setup.grid, gpu_memory_gb=gpu_gb, cpus_per_trial=args.cpus_per_trial))
+        setup = dataclasses.replace(setup, plan=plan)
         results.write_plan(out, plan)
     try:
         check_placeable(plan)
@@ -336,21 +379,48 @@ def train_grid(setup: Setup, prepared: pbc.Prepared, args: argparse.Namespace) -
         print(f"python -m raybench.run: error: {error}", file=sys.stderr)
         return 2
     started = time.time()
-    tuner = build_tuner(
-        setup.grid, prepared, out=out, name=name, storage=args.storage, gpu_gb=gpu_gb,
-        cpus_per_trial=args.cpus_per_trial, cache=args.cache, checkpoint_every=args.checkpoint_every,
-        max_failures=args.max_failures, max_concurrent=args.max_concurrent, resume=args.resume, drills=setup.drills,
-    )  # fmt: skip
-    tuner.fit()
+    print(
+        f"{len(plan)} trials; results -> {out}\ncurves: tensorboard --logdir {out / callbacks.TENSORBOARD_DIR}",
+        flush=True,
+    )
+    build_tuner(setup, prepared, options, gpu_gb=gpu_gb).fit()
+    ray.shutdown()
     results.consolidate(out, manifest=prepared.manifest)
-    if args.storage:
-        results.mirror(out, mirror_uri(args.storage, name))
+    copied = copy_results(out, mirror_uri(options.storage, name))
     trials = pd.read_parquet(out / "trials.parquet")
     print(f"\n{len(trials)} trials in {time.time() - started:.0f}s -> {out}")
-    columns = ["model", "tier", "pretrained", "seed", "status", "epochs", "best_epoch", "test_accuracy", "map_at_5",
-               "train_seconds", "batch_size"]  # fmt: skip
+    columns = [
+        "model",
+        "tier",
+        "pretrained",
+        "seed",
+        "status",
+        "epochs",
+        "best_epoch",
+        "test_accuracy",
+        "map_at_5",
+        "train_seconds",
+        "batch_size",
+    ]
     print_table(trials[columns])
-    return 0 if (trials.status == "ok").all() else 1
+    return 0 if (trials.status == "ok").all() and copied else 1
+
+
+def copy_results(out: Path, uri: str | None) -> bool:
+    """The last try at mirroring the results (--storage); False, with one line saying so, when it fails."""
+    if uri is None:
+        return True
+    try:
+        results.mirror(out, uri)
+        return True
+    except Exception as error:
+        print(
+            f"raybench: the results were NOT copied to {uri} ({type(error).__name__}: {error}); they are all in "
+            f"{out}: copy that folder by hand",
+            file=sys.stderr,
+            flush=True,
+        )
+        return False
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from raybench.spec import Trial
 
 STATE_FILE = "state.pt"
 HISTORY_FILE = "history.json"  # the epoch rows so far, small enough for the driver to read after a failure
-RESULT_FILE = "result.pt"
+RESULT_DIR = "result"  # the finished trial's part files
 
 
 class InjectedFailure(RuntimeError):
@@ -54,8 +54,11 @@ def _report(row: dict, trainer: Trainer | None, *, result: results.TrialResult |
         if trainer is not None:
             trainer.save(directory / STATE_FILE)
             (directory / HISTORY_FILE).write_text(json.dumps(trainer.history))
-        if result is not None:
-            torch.save(dataclasses.asdict(result), directory / RESULT_FILE)
+        if result is not None:  # the result rows as Parquet, in the results' own schema (no pickle)
+            results.write_trial(directory / RESULT_DIR, result)
+            # the epochs too, so that a trial failing after this (a lost node, the driver) keeps its history
+            history = [{k: v for k, v in row.items() if k != "trial_id"} for row in result.epochs]
+            (directory / HISTORY_FILE).write_text(json.dumps(history))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(directory)))
     finally:  # report() has persisted the checkpoint to the run's storage by now
         shutil.rmtree(directory, ignore_errors=True)
@@ -87,12 +90,22 @@ class FaultDrill:
 
 
 def run_trial(
-    config: dict, *, prepared: pbc.Prepared, specs: dict[str, Trial], drills: dict[str, FaultDrill] | None = None
+    config: dict,
+    *,
+    prepared: pbc.Prepared,
+    specs: dict[str, Trial],
+    drills: dict[str, FaultDrill] | None = None,
+    cache_dir: str | None = None,
+    checkpoint_every: float = 0.0,
 ) -> None:
-    """The function trainable (wrapped by `tune.with_parameters` and `tune.with_resources` in run.py)."""
+    """The function trainable (wrapped by `tune.with_parameters` and `tune.with_resources` in run.py).
+
+    `config` is the trial's parameters (trial_id, model, tier, pretrained, seed and every option); the spec
+    itself comes from `specs`. The cache folder is resolved on the node that trains ("~" is its user's home).
+    """
     trial = trial_spec(config, specs)
     drill = (drills or {}).get(trial.trial_id)
-    cache_dir = Path(config["cache_dir"] or runner.default_cache_dir()).expanduser()  # on the node that trains
+    cache_dir = Path(cache_dir or runner.default_cache_dir()).expanduser()
     checkpoint = tune.get_checkpoint()
     finished = result_from_checkpoint(checkpoint)
     if finished is not None:  # it had finished before the driver noticed: report it again
@@ -116,7 +129,7 @@ def run_trial(
     # Checkpointing the whole state every epoch would write 4.7 TB over the thesis grid (benchmarks/ray_overhead.py):
     # save at most every `checkpoint_every` seconds; a resumed trial repeats the epochs since (same seeds, same
     # numbers).
-    every, last_saved = config.get("checkpoint_every", 0.0), time.monotonic()
+    every, last_saved = checkpoint_every, time.monotonic()
 
     def on_epoch_end(row: dict, trainer: Trainer, start_epoch: int) -> None:
         nonlocal last_saved
@@ -142,7 +155,17 @@ def run_trial(
 
 def _summary(result: results.TrialResult) -> dict:
     row = result.trial
-    keys = ("epochs", "best_epoch", "test_accuracy", "map_at_5", "map_at_100", "train_seconds", "batch_size")
+    keys = (
+        "status",
+        "error",
+        "epochs",
+        "best_epoch",
+        "test_accuracy",
+        "map_at_5",
+        "map_at_100",
+        "train_seconds",
+        "batch_size",
+    )
     return {k: row[k] for k in keys}
 
 
@@ -160,7 +183,4 @@ def result_from_checkpoint(checkpoint: tune.Checkpoint | None) -> results.TrialR
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as directory:
-        path = Path(directory) / RESULT_FILE
-        if not path.exists():
-            return None
-        return results.TrialResult(**torch.load(path, weights_only=False))
+        return results.read_trial(Path(directory) / RESULT_DIR)

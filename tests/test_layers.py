@@ -25,10 +25,12 @@ ALLOWED = {
     "train": {"catalog", "data", "loop", "results", "runner", "spec"},
     "report": {"catalog", "metrics", "report", "results"},
     "trainable": {"data", "loop", "results", "runner", "spec"},
-    "run": {"catalog", "data", "grid", "models", "resources", "results", "spec", "trainable"},
+    "console": set(),
+    "callbacks": {"console", "results", "spec", "trainable"},
+    "run": {"callbacks", "catalog", "console", "data", "grid", "models", "resources", "results", "spec", "trainable"},
 }
-RAY_EDGE = {"trainable", "run"}
-TORCH_FREE = {"catalog", "spec", "grid", "results", "metrics", "data", "report"}
+RAY_EDGE = {"trainable", "callbacks", "run"}
+TORCH_FREE = {"catalog", "spec", "grid", "results", "metrics", "data", "report", "console"}
 
 
 def unit(path: Path) -> str:

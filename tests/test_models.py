@@ -52,7 +52,7 @@ def test_lenet5_takes_one_channel_and_its_first_fc_follows_the_image_size():
 
 
 def test_unknown_name_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown model 'resnet18'.*resnet_18.*mlpmixer_l16"):
+    with pytest.raises(ValueError, match=r"unknown model 'resnet18'.*resnet_18.*mlpmixer_l16"):
         models.build_model("resnet18")
     for check in (catalog.configuration, catalog.batch_size):
         with pytest.raises(ValueError, match="valid names"):
@@ -60,14 +60,16 @@ def test_unknown_name_lists_the_valid_ones():
 
 
 def test_pretrained_is_refused_for_models_without_a_pretrained_variant():
-    with pytest.raises(ValueError, match="'vit_b_16' has no pretrained variant.*convnext_large"):
+    with pytest.raises(ValueError, match=r"'vit_b_16' has no pretrained variant.*convnext_large"):
         models.build_model("vit_b_16", pretrained=True)
     with pytest.raises(ValueError, match="lenet5"):
         catalog.batch_size("lenet5", pretrained=True)
 
 
-@pytest.mark.parametrize("name, size, patch", [("vit_b_16", 100, 16), ("vit_l_32", 352 + 16, 32),
-                                               ("mlpmixer_s32", 64 + 16, 32), ("mlpmixer_b16", 72, 16)])
+@pytest.mark.parametrize(
+    "name, size, patch",
+    [("vit_b_16", 100, 16), ("vit_l_32", 352 + 16, 32), ("mlpmixer_s32", 64 + 16, 32), ("mlpmixer_b16", 72, 16)],
+)
 def test_patch_models_need_a_size_their_patch_divides(name, size, patch):
     with pytest.raises(ValueError, match=rf"{name}: image_size {size} is not divisible by the patch size {patch}"):
         models.build_model(name, image_size=size)
@@ -100,11 +102,14 @@ def _assert_loaded_and_frozen(model, state, head_prefix, new_layer):
         assert param.requires_grad == key.startswith(head_prefix), key
 
 
-@pytest.mark.parametrize("name, head, new_layer", [
-    ("resnet_18", "fc.", "fc."),
-    ("mobilenet_small", "classifier.", "classifier.3."),
-    ("convnext_tiny", "classifier.", "classifier.2."),
-])
+@pytest.mark.parametrize(
+    "name, head, new_layer",
+    [
+        ("resnet_18", "fc.", "fc."),
+        ("mobilenet_small", "classifier.", "classifier.3."),
+        ("convnext_tiny", "classifier.", "classifier.2."),
+    ],
+)
 def test_pretrained_loads_a_weights_file_freezes_the_backbone_and_trains_the_head(tmp_path, name, head, new_layer):
     state = _imagenet_weights_file(name, tmp_path / "imagenet.pth")
     model = models.build_model(name, pretrained=True, weights_file=tmp_path / "imagenet.pth", image_size=64)

@@ -64,3 +64,22 @@ def test_a_bad_grid_file_is_one_line(tmp_path, capsys, text, message):
 )
 def test_bad_options_are_one_line(tmp_path, capsys, args, message):
     assert message in refused([QUICKSTART, "--dry-run", "--results", str(tmp_path), *args], capsys)
+
+
+def test_resume_on_other_data_is_refused_before_anything_runs(tmp_path, capsys):
+    import shutil
+    import warnings
+
+    from raybench import data, results
+
+    out = tmp_path / "results" / "quickstart"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", data.DataWarning)
+        results.write_manifest(out, data.prepare(None).manifest)  # the run so far trained on the embedded images
+    other = tmp_path / "other"
+    shutil.copytree(data.EMBEDDED_DATA, other)
+    neutrophil, platelet = sorted((other / "neutrophil").iterdir())[0], sorted((other / "platelet").iterdir())[0]
+    neutrophil.rename(other / "platelet" / neutrophil.name)  # two images change class: the same count, other data
+    platelet.rename(other / "neutrophil" / platelet.name)
+    argv = [QUICKSTART, "--resume", "--data", str(other), "--results", str(tmp_path / "results")]
+    assert "is not the data of the run" in refused(argv, capsys)

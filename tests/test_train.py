@@ -55,7 +55,9 @@ def test_a_stopper_restored_mid_run_decides_as_an_uninterrupted_one():
         first.step(loss)
     second = loop.EarlyStopping(start=0, patience=1, min_delta=5.0)  # the state carries the rule too
     second.load_state_dict(first.state_dict())
-    for epoch, loss in enumerate(losses[13:], start=14):
+    epoch = 13
+    for loss in losses[13:]:
+        epoch += 1
         second.step(loss)
         if second.should_stop:
             break
@@ -72,8 +74,12 @@ def test_plateau_schedule_is_torch_default():
 
 def test_overrides_are_typed_and_checked():
     assert spec.parse_overrides(["max_epochs=5", "precision=bf16", "channels_last=true", "lr=0.01"]) == {
-        "max_epochs": 5, "precision": "bf16", "channels_last": True, "lr": 0.01}
-    with pytest.raises(ValueError, match="unknown training option 'epochs'.*max_epochs"):
+        "max_epochs": 5,
+        "precision": "bf16",
+        "channels_last": True,
+        "lr": 0.01,
+    }
+    with pytest.raises(ValueError, match=r"unknown training option 'epochs'.*max_epochs"):
         spec.parse_overrides(["epochs=5"])
     with pytest.raises(ValueError, match="max_epochs expects a value of type int"):
         spec.parse_overrides(["max_epochs=five"])
@@ -82,14 +88,19 @@ def test_overrides_are_typed_and_checked():
 
 
 def make_trainer(*, seed=0, model="lenet5", **options):
-    config = spec.TrainConfig(image_size=32, device="cpu", **{"es_start": 1, "es_patience": 3, "es_min_delta": 0.0, **options})
+    config = spec.TrainConfig(
+        image_size=32, device="cpu", **{"es_start": 1, "es_patience": 3, "es_min_delta": 0.0, **options}
+    )
     rng = np.random.default_rng(1)
     x = rng.integers(0, 256, (48, 32, 32), dtype=np.uint8)
     y = rng.integers(0, 8, 48)
     loop.seed_everything(seed)
     channels = catalog.configuration(model).channels
     model = models.build_model(model, image_size=32)
-    split = lambda a, b: loop.DeviceSplit(a, b, channels=channels, device=torch.device("cpu"))
+
+    def split(a, b):
+        return loop.DeviceSplit(a, b, channels=channels, device=torch.device("cpu"))
+
     return loop.Trainer(model, split(x[:32], y[:32]), split(x[32:], y[32:]), config, seed=seed, batch_size=8)
 
 
@@ -108,9 +119,11 @@ def test_restored_training_gives_the_numbers_of_an_uninterrupted_one(tmp_path):
     resumed.load(tmp_path / "state.pt")
     loop.fit(resumed)
 
-    drop_time = lambda rows: [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in rows]
+    def drop_time(rows):
+        return [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in rows]
+
     assert drop_time(resumed.history) == drop_time(whole.history)
-    for a, b in zip(resumed.model.state_dict().values(), whole.model.state_dict().values()):
+    for a, b in zip(resumed.model.state_dict().values(), whole.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert resumed.stopper.state_dict() == whole.stopper.state_dict()
 
@@ -154,8 +167,26 @@ def test_one_trial_runner_writes_the_four_files(tmp_path, capsys):
     from raybench import metrics
 
     out = tmp_path / "one"
-    train.main(["--model", "mlpmixer_s32", "--tier", "tiny", "--out", str(out), "--cache", str(tmp_path / "cache"),
-                "--set", "image_size=32", "--set", "max_epochs=4", "--set", "es_start=1", "--set", "es_patience=2"])
+    train.main(
+        [
+            "--model",
+            "mlpmixer_s32",
+            "--tier",
+            "tiny",
+            "--out",
+            str(out),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--set",
+            "image_size=32",
+            "--set",
+            "max_epochs=4",
+            "--set",
+            "es_start=1",
+            "--set",
+            "es_patience=2",
+        ]
+    )
     printed = capsys.readouterr().out
     assert "epoch   1" in printed and "mlpmixer_s32-tiny-seed0" in printed
     r = {n: pd.read_parquet(out / f"{n}.parquet") for n in ("trials", "epochs", "predictions", "manifest")}
@@ -181,11 +212,18 @@ def test_a_pretrained_trial_in_bf16_and_channels_last_runs_and_records_it(tmp_pa
 
     weights = tmp_path / "resnet18-imagenet.pth"
     torch.save(torchvision.models.resnet18().state_dict(), weights)
-    config = spec.TrainConfig(image_size=32, max_epochs=2, es_start=0, precision="bf16", channels_last=True, device="cpu")
+    config = spec.TrainConfig(
+        image_size=32, max_epochs=2, es_start=0, precision="bf16", channels_last=True, device="cpu"
+    )
     trial = spec.Trial("resnet_18", "tiny", pretrained=True, config=config)
     result = runner.train_trial(trial, embedded, cache_dir=tmp_path / "cache", weights_file=weights)
     row = result.trial
-    assert (row["pretrained"], row["precision"], row["channels_last"], row["trainable_parameters"]) == (True, "bf16", True, 4104)
+    assert (row["pretrained"], row["precision"], row["channels_last"], row["trainable_parameters"]) == (
+        True,
+        "bf16",
+        True,
+        4104,
+    )
     assert row["batch_size"] == 64 and row["epochs"] == 2 and len(result.predictions) == 120
     assert '"precision": "bf16"' in row["options"]
 
@@ -198,16 +236,19 @@ def test_a_loss_that_is_not_finite_ends_the_trial_and_says_so(tmp_path, embedded
     assert len(result.epochs) == row["epochs"]
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"lr": float("nan")}, "lr must be a finite number above 0"),
-    ({"lr": 0.0}, "lr must be a finite number above 0"),
-    ({"es_patience": -1}, "es_patience must be a finite number of at least 0"),
-    ({"es_min_delta": float("inf")}, "es_min_delta must be a finite number"),
-    ({"device": "gpu"}, "device must be 'auto', 'cpu'"),
-    ({"image_size": 400}, "image_size must be between 32 and 352"),
-    ({"max_epochs": 2.5}, "max_epochs must be of type int"),
-    ({"channels_last": 1}, "channels_last must be of type bool"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"lr": float("nan")}, "lr must be a finite number above 0"),
+        ({"lr": 0.0}, "lr must be a finite number above 0"),
+        ({"es_patience": -1}, "es_patience must be a finite number of at least 0"),
+        ({"es_min_delta": float("inf")}, "es_min_delta must be a finite number"),
+        ({"device": "gpu"}, "device must be 'auto', 'cpu'"),
+        ({"image_size": 400}, "image_size must be between 32 and 352"),
+        ({"max_epochs": 2.5}, "max_epochs must be of type int"),
+        ({"channels_last": 1}, "channels_last must be of type bool"),
+    ],
+)
 def test_bad_options_are_refused_with_their_name(options, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         spec.make_config(options)

@@ -1,0 +1,208 @@
+"""What the driver does with Tune's trial events: save results, show progress, write the curves.
+
+Part of the Ray edge. A callback never fails a trial: its own errors are printed and kept, and whatever a
+trial computed is written locally before anything is copied elsewhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import sys
+import time
+import traceback
+import typing
+from pathlib import Path
+
+from ray import tune
+
+from raybench import console, results, trainable
+from raybench.spec import Trial
+
+TENSORBOARD_DIR = "tensorboard"
+
+
+def never_raises(method):
+    """Tune turns a callback's exception into a failed trial or an aborted run: print it instead."""
+
+    @functools.wraps(method)
+    def safe(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except Exception:
+            print(
+                f"raybench: {type(self).__name__}.{method.__name__} failed (the run goes on):\n"
+                f"{traceback.format_exc()}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    return safe
+
+
+class ResultsCallback(tune.Callback):
+    """Writes each ended trial's rows into the results folder at once, and copies the folder to `mirror`.
+
+    The copy is best-effort: a failed one is retried after the next trial and at the end of the run, and
+    the run says what could not be copied. A failure row never replaces a trial's ok row.
+    """
+
+    def __init__(self, out: Path, specs: dict[str, Trial], *, mirror: str | None = None) -> None:
+        self.out, self.specs, self.mirror = out, specs, mirror
+        self.mirror_error: str | None = None
+
+    def copy(self) -> None:
+        """Mirror the results folder; remember (and say, once per new error) when it fails."""
+        if not self.mirror:
+            return
+        try:
+            results.mirror(self.out, self.mirror)
+            self.mirror_error = None
+        except Exception as error:
+            message = f"{type(error).__name__}: {error}"
+            if message != self.mirror_error:
+                print(
+                    f"raybench: could not copy the results to {self.mirror} ({message}); they are safe in "
+                    f"{self.out}; the copy is retried after the next trial",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            self.mirror_error = message
+
+    def save(self, result: results.TrialResult) -> None:
+        results.write_results(self.out, [result])
+        self.copy()
+
+    @never_raises
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        result = trainable.result_from_checkpoint(trial.checkpoint)
+        if result is None:
+            self.save_failure(trial, "the trial ended without results in its last checkpoint")
+        else:
+            self.save(result)
+
+    @never_raises
+    def on_trial_error(self, iteration, trials, trial, **info):
+        error = trial.get_error()
+        self.save_failure(trial, str(error) if error is not None else "unknown error (see the trial's error.txt)")
+
+    def save_failure(self, trial, message: str) -> None:
+        """A failed row, with the epochs the trial had trained by its last checkpoint."""
+        spec = trainable.trial_spec(trial.config, self.specs)
+        if results.finished_trials(self.out).get(spec.trial_id) == "ok":
+            return  # it trained and was saved; what failed came after (Tune's bookkeeping, a copy)
+        history = trainable.history_from_checkpoint(trial.checkpoint)
+        row = {**spec.columns(), "epochs": len(history)}
+        epochs = [{"trial_id": spec.trial_id, **h} for h in history]
+        self.save(results.failed_result(row, message[-4000:], epochs))
+
+
+class ConsoleCallback(tune.Callback):
+    """The grid's live view (console.GridProgress): a status block at most every `every` seconds, a line per end."""
+
+    def __init__(self, progress: console.GridProgress, *, every: float = 30.0) -> None:
+        self.progress, self.every, self.shown = progress, every, -math.inf
+
+    def show(self, *, force: bool = False) -> None:
+        if force or time.monotonic() - self.shown >= self.every:
+            print("\n".join(self.progress.render()), flush=True)
+            self.shown = time.monotonic()
+
+    @never_raises
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.progress.started_trial(trial.config["trial_id"])
+
+    @never_raises
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if not result.get("done"):
+            self.progress.epoch_ended(trial.config["trial_id"], result)
+
+    @never_raises
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        last = trial.last_result or {}
+        status = last.get("status", "ok") if last.get("done") else "failed"
+        row = last if status == "ok" else {"error": last.get("error") or "ended without results"}
+        print(self.progress.trial_ended(trial.config["trial_id"], status, row), flush=True)
+
+    @never_raises
+    def on_trial_error(self, iteration, trials, trial, **info):
+        error = trial.get_error()
+        print(self.progress.trial_ended(trial.config["trial_id"], "failed", {"error": str(error or "")}), flush=True)
+
+    @never_raises
+    def on_step_end(self, iteration, trials, **info):
+        self.show()
+
+    @never_raises
+    def on_experiment_end(self, trials, **info):
+        self.show(force=True)
+
+
+class CurvesCallback(tune.Callback):
+    """The thesis's curves per trial as TensorBoard event files under OUT/tensorboard/<trial>/, and the HParams view.
+
+    Loss (train and validation on one chart), validation accuracy and learning rate, by epoch; at the end
+    the trial's model, tier, pretrained, seed and options with its test metrics, for TensorBoard's HParams tab.
+    """
+
+    SCALARS: typing.ClassVar = {
+        "train_loss": "loss/train",
+        "val_loss": "loss/validation",
+        "val_accuracy": "accuracy/validation",
+        "lr": "learning_rate/lr",
+    }
+    FINAL = ("test_accuracy", "map_at_5", "map_at_100", "epochs", "best_epoch")
+
+    def __init__(self, out: Path, specs: dict[str, Trial]) -> None:
+        self.root, self.specs, self.writers = out / TENSORBOARD_DIR, specs, {}
+
+    def writer(self, trial_id: str):
+        from tensorboardX import SummaryWriter
+
+        if trial_id not in self.writers:
+            writer = SummaryWriter(str(self.root / trial_id))
+            writer.add_custom_scalars(
+                {
+                    "thesis": {
+                        "loss (figure 5.x: validation loss by epoch)": ["Multiline", ["loss/train", "loss/validation"]],
+                        "validation accuracy": ["Multiline", ["accuracy/validation"]],
+                        "learning rate": ["Multiline", ["learning_rate/lr"]],
+                    }
+                }
+            )
+            self.writers[trial_id] = writer
+        return self.writers[trial_id]
+
+    @never_raises
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("done") or "epoch" not in result:
+            return
+        writer = self.writer(trial.config["trial_id"])
+        for key, tag in self.SCALARS.items():
+            if key in result:
+                writer.add_scalar(tag, result[key], global_step=int(result["epoch"]))
+        writer.flush()
+
+    @never_raises
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        last = trial.last_result or {}
+        trial_id = trial.config["trial_id"]
+        if last.get("done") and last.get("status", "ok") == "ok":
+            hparams = {k: v for k, v in trial.config.items() if isinstance(v, (int, float, str, bool))}
+            metrics = {f"test/{k}": float(last[k]) for k in self.FINAL if k in last}
+            self.writer(trial_id).add_hparams(hparams, metrics, name=".")
+        self.close(trial_id)
+
+    @never_raises
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.close(trial.config["trial_id"])
+
+    def close(self, trial_id: str) -> None:
+        writer = self.writers.pop(trial_id, None)
+        if writer is not None:
+            writer.close()
+
+    @never_raises
+    def on_experiment_end(self, trials, **info):
+        for trial_id in list(self.writers):
+            self.close(trial_id)
