@@ -270,8 +270,13 @@ class Trainer:
 def _numpy_rng_state() -> dict:
     """NumPy's global RNG state as tensors and numbers (a checkpoint holds no pickled objects)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}  # fmt: skip
+    return {
+        "kind": kind,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached),
+    }
 
 
 def _set_numpy_rng_state(state: dict) -> None:

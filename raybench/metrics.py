@@ -1,4 +1,5 @@
 """Test metrics of thesis §5.1.1: accuracy, confusion matrix, AP@N and mAP@N."""
+
 from __future__ import annotations
 
 import numpy as np
