@@ -10,6 +10,10 @@ The per-image activation figures (catalog records' `activation_mb`, fp32 at 352x
 that sums the bytes of every distinct tensor saved for backward. They scale with the pixel count, and
 halve under bf16 autocast. A trial then asks for the smallest fraction 1/2^k of a GPU that holds its need,
 so that small models share a GPU several at a time and the largest take a whole one.
+
+Packing pays only where the trials' kernels can run side by side: under NVIDIA MPS (raybench.mps). Without it
+processes on one GPU take turns, and four small trials packed on an H200 ran at 0.91x the throughput of the
+same trials one after another (benchmarks/gpu.py); so without MPS every GPU trial asks for a whole GPU.
 """
 
 from __future__ import annotations
@@ -53,10 +57,15 @@ def gpu_fraction(need_gb: float, gpu_memory_gb: float) -> float:
     return fraction
 
 
-def trial_resources(trial: Trial, *, gpu_memory_gb: float | None, cpus: float = 1.0) -> dict[str, float]:
-    """Ray resources for one trial: no GPU when the trial runs on the CPU or no GPU is known."""
+def trial_resources(
+    trial: Trial, *, gpu_memory_gb: float | None, cpus: float = 1.0, share_gpu: bool = True
+) -> dict[str, float]:
+    """Ray resources for one trial: no GPU when the trial runs on the CPU or no GPU is known; a whole GPU when
+    GPUs are not shared (no MPS); else the share its memory needs."""
     if gpu_memory_gb is None or trial.config.device == "cpu":
         return {"cpu": cpus, "gpu": 0.0}
+    if not share_gpu:
+        return {"cpu": cpus, "gpu": 1.0}
     return {"cpu": cpus, "gpu": gpu_fraction(estimate_gpu_memory_gb(trial), gpu_memory_gb)}
 
 

@@ -21,16 +21,29 @@ ALLOWED = {
     "models": {"catalog"},
     "loop": {"catalog", "spec"},
     "resources": {"catalog", "models", "spec"},
-    "runner": {"catalog", "data", "loop", "metrics", "models", "results", "spec"},
+    "runner": {"catalog", "data", "loop", "metrics", "models", "resources", "results", "spec"},
     "train": {"catalog", "data", "loop", "results", "runner", "spec"},
     "report": {"catalog", "metrics", "report", "results"},
     "trainable": {"data", "loop", "results", "runner", "spec"},
     "console": set(),
+    "mps": set(),
     "callbacks": {"console", "results", "spec", "trainable"},
-    "run": {"callbacks", "catalog", "console", "data", "grid", "models", "resources", "results", "spec", "trainable"},
+    "run": {
+        "callbacks",
+        "catalog",
+        "console",
+        "data",
+        "grid",
+        "models",
+        "mps",
+        "resources",
+        "results",
+        "spec",
+        "trainable",
+    },
 }
 RAY_EDGE = {"trainable", "callbacks", "run"}
-TORCH_FREE = {"catalog", "spec", "grid", "results", "metrics", "data", "report", "console"}
+TORCH_FREE = {"catalog", "spec", "grid", "results", "metrics", "data", "report", "console", "mps"}
 
 
 def unit(path: Path) -> str:
