@@ -1,7 +1,12 @@
-"""Multi-node: the cluster launcher files pass Ray's own validator, and a real two-node Ray cluster on this
-machine runs a grid across both nodes and loses a node mid-trial at no cost but time."""
+"""Multi-node: the cluster launcher files pass Ray's own validator and ship the cluster closed (the dashboard on
+localhost, token authentication, on AWS scoped instance profiles and no SSH from the internet), and a real two-node
+Ray cluster on this machine runs a grid across both nodes and loses a node mid-trial at no cost but time."""
+
+import ast
 import copy
+import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -21,22 +26,30 @@ from ray.cluster_utils import Cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 AWS, ONPREM = ROOT / "cluster.yaml", ROOT / "cluster-onprem.yaml"
+POLICIES = {path.stem: path for path in sorted((ROOT / "aws").glob("*-policy.json"))}
+SECURITY_GROUP = ROOT / "aws" / "raybench-security-group.json"  # the inbound rules of the nodes' group
+TOKEN_FILE = "~/.ray/auth_token"  # where `ray get-auth-token --generate` writes the token, and Ray reads it
+WORLD = {"0.0.0.0/0", "::/0"}
 
 pytestmark = pytest.mark.cluster
 
 # The request parameters of EC2 RunInstances (botocore's ec2 2016-11-15 model). Ray's AWS provider hands a node
 # type's node_config to boto3 unchecked (Ray's schema says only "object"), so a misspelt key would fail only at
 # launch; SubnetIds is Ray's own key (one SubnetId is picked from the list).
-RUN_INSTANCES = frozenset("""
+RUN_INSTANCES = frozenset(
+    """
     AdditionalInfo BlockDeviceMappings CapacityReservationSpecification ClientToken CpuOptions CreditSpecification
     DisableApiStop DisableApiTermination DryRun EbsOptimized ElasticGpuSpecification ElasticInferenceAccelerators
     EnablePrimaryIpv6 EnclaveOptions HibernationOptions IamInstanceProfile ImageId InstanceInitiatedShutdownBehavior
     InstanceMarketOptions InstanceType Ipv6AddressCount Ipv6Addresses KernelId KeyName LaunchTemplate
     LicenseSpecifications MaintenanceOptions MaxCount MetadataOptions MinCount Monitoring NetworkInterfaces
     NetworkPerformanceOptions Operator Placement PrivateDnsNameOptions PrivateIpAddress RamdiskId SecondaryInterfaces
-    SecurityGroupIds SecurityGroups SubnetId TagSpecifications UserData SubnetIds""".split())
-EBS = frozenset("""AvailabilityZone AvailabilityZoneId DeleteOnTermination EbsCardIndex Encrypted Iops KmsKeyId
-    OutpostArn SnapshotId Throughput VolumeInitializationRate VolumeSize VolumeType""".split())
+    SecurityGroupIds SecurityGroups SubnetId TagSpecifications UserData SubnetIds""".split()  # noqa: SIM905 (a list literal would be 60 lines)
+)
+EBS = frozenset(
+    """AvailabilityZone AvailabilityZoneId DeleteOnTermination EbsCardIndex Encrypted Iops KmsKeyId
+    OutpostArn SnapshotId Throughput VolumeInitializationRate VolumeSize VolumeType""".split()  # noqa: SIM905
+)
 
 
 def load(path: Path) -> dict:
@@ -64,6 +77,83 @@ def validate_onprem(config: dict) -> dict:
     return commands._bootstrap_config(copy.deepcopy(config), no_config_cache=True)
 
 
+def ray_start(commands: list[str]) -> list[str]:
+    """The words of the one `ray start` in a node type's start commands, its environment assignments first."""
+    (words,) = [
+        shlex.split(part) for command in commands for part in command.split(";") if " ray start " in f" {part} "
+    ]
+    return words
+
+
+def option(words: list[str], name: str, default: str) -> str:
+    for word, following in zip(words, [*words[1:], None], strict=True):
+        if word == name and following is not None:
+            return following
+        if word.startswith(f"{name}="):
+            return word.split("=", 1)[1]
+    return default
+
+
+def rays_default_ssh_rules() -> list[dict]:
+    """The SSH rules Ray's AWS provider puts into every security group it creates, ahead of provider.security_group's
+    IpPermissions (_create_default_inbound_rules). Read from the installed source: importing it needs boto3, which
+    only the head node installs."""
+    source = (Path(ray.__file__).parent / "autoscaler" / "_private" / "aws" / "config.py").read_text()
+    (function,) = [
+        node
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.FunctionDef) and node.name == "_create_default_ssh_inbound_rules"
+    ]
+    (returned,) = [node for node in ast.walk(function) if isinstance(node, ast.Return)]
+    return ast.literal_eval(returned.value)
+
+
+def ssh_sources(config: dict) -> set[str]:
+    """The address ranges that may SSH into the AWS nodes. A node type without SecurityGroupIds gets a group that
+    Ray creates with its default rules plus provider.security_group's; a named group Ray leaves as it is (README.md
+    makes ours from aws/raybench-security-group.json)."""
+    node_configs = [node_type["node_config"] for node_type in config["available_node_types"].values()]
+    rules = []
+    if any("SecurityGroupIds" not in node_config for node_config in node_configs):
+        rules += rays_default_ssh_rules() + config["provider"].get("security_group", {}).get("IpPermissions", [])
+    if any("SecurityGroupIds" in node_config for node_config in node_configs):
+        rules += json.loads(SECURITY_GROUP.read_text())
+    return {
+        address_range.get("CidrIp", address_range.get("CidrIpv6"))
+        for rule in rules
+        if rule["IpProtocol"] in ("-1", "all") or rule.get("FromPort", 0) <= 22 <= rule.get("ToPort", 65535)
+        for address_range in rule.get("IpRanges", []) + rule.get("Ipv6Ranges", [])
+    }
+
+
+def check_closed(config: dict) -> None:
+    """Raise ValueError unless a prepared cluster config ships the cluster closed: the dashboard (and with it job
+    submission) on the head's localhost, Ray's token authentication on every node and in its shells, and on AWS a
+    head instance profile of our own and SSH only from the admin range."""
+    head = ray_start(config["head_start_ray_commands"])
+    host = option(head, "--dashboard-host", default="localhost")  # Ray's default
+    if host not in ("localhost", "127.0.0.1", "::1"):
+        raise ValueError(f"the dashboard and job submission listen on {host}, beyond the head's localhost")
+    for kind in ("head", "worker"):
+        words = ray_start(config[f"{kind}_start_ray_commands"])
+        if "RAY_AUTH_MODE=token" not in words[: words.index("ray")]:
+            raise ValueError(f"the {kind}'s `ray start` runs without RAY_AUTH_MODE=token")
+    if config["file_mounts"].get(TOKEN_FILE) != TOKEN_FILE:
+        raise ValueError(f"the nodes do not get the token: file_mounts lacks {TOKEN_FILE}")
+    shell_setup = config.get("docker", {}).get("run_options", []) + config["setup_commands"]
+    if not any("RAY_AUTH_MODE=token" in line for line in shell_setup):
+        raise ValueError("the nodes' shells (`ray exec ... 'ray status'`, the driver) lack RAY_AUTH_MODE=token")
+    if config["provider"]["type"] != "aws":
+        return
+    node_types = config["available_node_types"]
+    if "IamInstanceProfile" not in node_types[config["head_node_type"]]["node_config"]:
+        raise ValueError("the head would get Ray's ray-autoscaler-v1 instance profile (EC2 and S3 full access)")
+    if len({tuple(node_type["node_config"].get("SecurityGroupIds", ())) for node_type in node_types.values()}) > 1:
+        raise ValueError("the node types are in different security groups")
+    if ssh_sources(config) & WORLD:
+        raise ValueError(f"SSH into the nodes is open to {sorted(ssh_sources(config) & WORLD)}")
+
+
 def test_aws_cluster_file_passes_rays_validator():
     config = validate_aws(load(AWS))
     head = config["available_node_types"][config["head_node_type"]]
@@ -73,6 +163,7 @@ def test_aws_cluster_file_passes_rays_validator():
     assert len(workers) == 1 and workers[0]["resources"]["GPU"] == 1
     assert 1 <= workers[0]["min_workers"] <= workers[0]["max_workers"] <= config["max_workers"]
     assert "IamInstanceProfile" in workers[0]["node_config"]  # the workers write checkpoints to S3
+    assert head["node_config"]["SecurityGroupIds"] == workers[0]["node_config"]["SecurityGroupIds"]
     # the cluster runs the Ray this checkout runs (ray up and ray job submit need the same version)
     assert config["docker"]["image"] == f"rayproject/ray:{ray.__version__}-py311-gpu"
     # none of Ray's AWS default commands (a nightly Ray wheel) survive the merge with its defaults.yaml
@@ -90,11 +181,13 @@ def test_onprem_cluster_file_passes_rays_validator():
 @pytest.mark.parametrize("path", [AWS, ONPREM], ids=["aws", "onprem"])
 def test_both_files_sync_this_checkout_and_install_it(path):
     config = load(path)
-    assert config["file_mounts"] == {"~/raybench": "."}  # `ray up` runs from the project root
+    # `ray up` runs from the project root; the laptop's token goes to every node
+    assert config["file_mounts"] == {"~/raybench": ".", TOKEN_FILE: TOKEN_FILE}
     # what .gitignore leaves out (above all a multi-GB .venv) stays behind
     assert ".gitignore" in config["rsync_filter"] and ".venv/" in (ROOT / ".gitignore").read_text().split()
     assert any("pip install -e ~/raybench" in c for c in config["setup_commands"])
-    assert any("raybench.data download ~/data" in c for c in config["setup_commands"])  # the same data path on every node
+    # the same data path on every node
+    assert any("raybench.data download ~/data" in c for c in config["setup_commands"])
 
 
 def _rename(mapping: dict, old: str, new: str) -> None:
@@ -107,29 +200,49 @@ def _set(path: tuple, value):
         for part in parents:
             config = config[part]
         config[key] = value
+
     return apply
 
 
 AWS_BREAKAGES = {
     "top-level key misspelt": (lambda c: _rename(c, "setup_commands", "setup_comands"), jsonschema.ValidationError),
-    "node-type key misspelt": (lambda c: _rename(c["available_node_types"]["gpu"], "min_workers", "min_worker"), jsonschema.ValidationError),
-    "docker key misspelt": (lambda c: _rename(c["docker"], "pull_before_run", "pull_before_rum"), jsonschema.ValidationError),
+    "node-type key misspelt": (
+        lambda c: _rename(c["available_node_types"]["gpu"], "min_workers", "min_worker"),
+        jsonschema.ValidationError,
+    ),
+    "docker key misspelt": (
+        lambda c: _rename(c["docker"], "pull_before_run", "pull_before_rum"),
+        jsonschema.ValidationError,
+    ),
     "docker image misspelt": (lambda c: _rename(c["docker"], "image", "imgae"), AssertionError),  # Ray's docker check
     "fractional GPU": (_set(("available_node_types", "gpu", "resources", "GPU"), 0.5), jsonschema.ValidationError),
     "negative CPU": (_set(("available_node_types", "head", "resources", "CPU"), -1), jsonschema.ValidationError),
     "GPU as a string": (_set(("available_node_types", "gpu", "resources", "GPU"), "1"), jsonschema.ValidationError),
     "head type undefined": (_set(("head_node_type",), "haed"), ValueError),
     "min_workers above max_workers": (_set(("max_workers",), 0), ValueError),
-    "EC2 parameter misspelt": (lambda c: _rename(c["available_node_types"]["gpu"]["node_config"], "InstanceType", "InstanceTyp"), ValueError),
-    "EBS parameter misspelt": (lambda c: _rename(c["available_node_types"]["gpu"]["node_config"]["BlockDeviceMappings"][0]["Ebs"],
-                                                 "VolumeSize", "VolumeSiz"), ValueError),
+    "EC2 parameter misspelt": (
+        lambda c: _rename(c["available_node_types"]["gpu"]["node_config"], "InstanceType", "InstanceTyp"),
+        ValueError,
+    ),
+    "EBS parameter misspelt": (
+        lambda c: _rename(
+            c["available_node_types"]["gpu"]["node_config"]["BlockDeviceMappings"][0]["Ebs"], "VolumeSize", "VolumeSiz"
+        ),
+        ValueError,
+    ),
 }
 
 ONPREM_BREAKAGES = {
-    "top-level key misspelt": (lambda c: _rename(c, "head_start_ray_commands", "head_start_ray_comands"), jsonschema.ValidationError),
+    "top-level key misspelt": (
+        lambda c: _rename(c, "head_start_ray_commands", "head_start_ray_comands"),
+        jsonschema.ValidationError,
+    ),
     "auth key misspelt": (lambda c: _rename(c["auth"], "ssh_user", "ssh_usr"), jsonschema.ValidationError),
     "worker_ips misspelt": (lambda c: _rename(c["provider"], "worker_ips", "worker_ip"), click.ClickException),
-    "node types on-premise": (_set(("available_node_types",), {"gpu": {"resources": {"GPU": 1}, "node_config": {}}}), click.ClickException),
+    "node types on-premise": (
+        _set(("available_node_types",), {"gpu": {"resources": {"GPU": 1}, "node_config": {}}}),
+        click.ClickException,
+    ),
 }
 
 
@@ -152,11 +265,121 @@ def test_onprem_file_with_a_typo_is_rejected(breakage):
         validate_onprem(config)
 
 
+@pytest.mark.parametrize("path", [AWS, ONPREM], ids=["aws", "onprem"])
+def test_both_files_ship_the_cluster_closed(path):
+    check_closed((validate_aws if path == AWS else validate_onprem)(load(path)))
+
+
+def _edit_command(key: str, old: str, new: str):
+    def apply(config: dict) -> None:
+        assert any(old in command for command in config[key]), (key, old)
+        config[key] = [command.replace(old, new) for command in config[key]]
+
+    return apply
+
+
+def _in_rays_own_group(config: dict) -> None:
+    """Ray's own security group, named, with an SSH rule for the admin range only: Ray adds its 0.0.0.0/0 rule."""
+    for node_type in config["available_node_types"].values():
+        node_type["node_config"].pop("SecurityGroupIds")
+    ssh = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "203.0.113.0/24"}]}
+    config["provider"]["security_group"] = {"GroupName": "raybench", "IpPermissions": [ssh]}
+
+
+# Each one of what the files shipped before the cluster was closed, or a way back to it.
+OPENINGS = {
+    "dashboard on every interface": _edit_command(
+        "head_start_ray_commands", "--dashboard-host=127.0.0.1", "--dashboard-host=0.0.0.0"
+    ),
+    "head without the token": _edit_command("head_start_ray_commands", "RAY_AUTH_MODE=token ", ""),
+    "workers without the token": _edit_command("worker_start_ray_commands", "RAY_AUTH_MODE=token ", ""),
+    "token not copied": lambda c: c["file_mounts"].pop(TOKEN_FILE),
+}
+AWS_OPENINGS = {
+    **OPENINGS,
+    "shells without the token": lambda c: c["docker"]["run_options"].remove("--env RAY_AUTH_MODE=token"),
+    "Ray's default head profile": lambda c: c["available_node_types"]["head"]["node_config"].pop("IamInstanceProfile"),
+    "Ray's own security group with an admin SSH rule": _in_rays_own_group,
+    "workers in Ray's own security group": lambda c: c["available_node_types"]["gpu"]["node_config"].pop(
+        "SecurityGroupIds"
+    ),
+}
+ONPREM_OPENINGS = {
+    **OPENINGS,
+    "shells without the token": lambda c: c.update(
+        setup_commands=[command for command in c["setup_commands"] if "RAY_AUTH_MODE" not in command]
+    ),
+}
+
+
+@pytest.mark.parametrize("opening", AWS_OPENINGS, ids=str)
+def test_aws_file_that_opens_the_cluster_is_rejected(opening):
+    config = load(AWS)
+    AWS_OPENINGS[opening](config)
+    with pytest.raises(ValueError):
+        check_closed(validate_aws(config))
+
+
+@pytest.mark.parametrize("opening", ONPREM_OPENINGS, ids=str)
+def test_onprem_file_that_opens_the_cluster_is_rejected(opening):
+    config = load(ONPREM)
+    ONPREM_OPENINGS[opening](config)
+    with pytest.raises(ValueError):
+        check_closed(validate_onprem(config))
+
+
+def test_the_nodes_group_admits_ssh_from_the_admin_range_and_the_nodes_to_each_other():
+    rules = json.loads(SECURITY_GROUP.read_text())
+    (internal,) = [rule for rule in rules if "UserIdGroupPairs" in rule]
+    groups = [pair["GroupId"] for pair in internal["UserIdGroupPairs"]]
+    assert internal["IpProtocol"] == "-1" and groups == ["SECURITY_GROUP_ID"]  # all traffic within the group
+    (ssh,) = [rule for rule in rules if "UserIdGroupPairs" not in rule]
+    assert (ssh["IpProtocol"], ssh["FromPort"], ssh["ToPort"]) == ("tcp", 22, 22) and "Ipv6Ranges" not in ssh
+    assert [address_range["CidrIp"] for address_range in ssh["IpRanges"]] == ["ADMIN_CIDR"]
+
+
+def statements(name: str) -> list[dict]:
+    return json.loads(POLICIES[name].read_text())["Statement"]
+
+
+def listed(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else value
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_policies_name_every_action(name):
+    for statement in statements(name):
+        assert statement["Effect"] == "Allow" and "NotAction" not in statement and "NotResource" not in statement
+        actions = listed(statement["Action"])
+        assert actions and not any("*" in action for action in actions), statement
+        if "*" in listed(statement.get("Resource", [])):  # only where AWS has no resource to name, and by region
+            assert all(action.startswith("ec2:Describe") for action in actions) and "Condition" in statement
+
+
+def test_the_head_may_pass_only_the_workers_role_and_end_only_the_clusters_nodes():
+    head = statements("raybench-head-policy")
+    (passing,) = [statement for statement in head if "iam:PassRole" in listed(statement["Action"])]
+    worker_profile = load(AWS)["available_node_types"]["gpu"]["node_config"]["IamInstanceProfile"]["Arn"]
+    # README.md names each role after its instance profile
+    assert listed(passing["Resource"]) == [f"arn:aws:iam::ACCOUNT_ID:role/{worker_profile.rsplit('/', 1)[1]}"]
+    assert passing["Condition"] == {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
+    # Ray tags every node it launches ray-cluster-name: the cluster's name
+    (ending,) = [statement for statement in head if "ec2:TerminateInstances" in listed(statement["Action"])]
+    assert ending["Condition"] == {"StringEquals": {"aws:ResourceTag/ray-cluster-name": load(AWS)["cluster_name"]}}
+
+
+def test_the_workers_may_use_only_the_runs_prefix():
+    for statement in statements("raybench-worker-policy"):
+        assert all(action.startswith("s3:") for action in listed(statement["Action"]))
+        assert set(listed(statement["Resource"])) <= {"arn:aws:s3:::BUCKET/raybench/*", "arn:aws:s3:::BUCKET"}
+
+
 # ------------------------------------------------------------------------------- a real two-node cluster
 
 # Two trials of equal length, one CPU each: on two one-CPU nodes, one runs on each.
 GRID = {
-    "name": "cluster", "seeds": [0, 1],
+    "name": "cluster",
+    "seeds": [0, 1],
     "options": {"image_size": 32, "max_epochs": 8, "es_start": 1, "es_patience": 8, "es_min_delta": 0.0},
     "sweeps": [{"models": ["mobilenet_small"], "tiers": ["tiny"]}],
 }
@@ -196,9 +419,24 @@ def work(tmp_path_factory) -> Path:
 
 def driver(cluster, work: Path, name: str, **popen) -> subprocess.Popen:
     """`python -m raybench.run` joining the cluster, with storage every node can reach (one machine: a folder)."""
-    cmd = [sys.executable, "-m", "raybench.run", str(work / "grid.py"), "--name", name, "--address", cluster.address,
-           "--storage", str(work / "storage"), "--results", str(work / "results"), "--cache", str(work / "cache"),
-           "--checkpoint-every", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "raybench.run",
+        str(work / "grid.py"),
+        "--name",
+        name,
+        "--address",
+        cluster.address,
+        "--storage",
+        str(work / "storage"),
+        "--results",
+        str(work / "results"),
+        "--cache",
+        str(work / "cache"),
+        "--checkpoint-every",
+        "0",
+    ]
     env = {**os.environ, "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(cmd, env=env, text=True, **popen)
 
@@ -286,8 +524,18 @@ def test_a_node_lost_mid_trial_costs_only_time(cluster, work, undisturbed):
         else:
             assert set(rows.node) == {head}
     # the numbers of an undisturbed run with the same seeds
-    pd.testing.assert_frame_equal(cut["epochs"].drop(columns=["node", "epoch_seconds"]),
-                                  whole["epochs"].drop(columns=["node", "epoch_seconds"]))
-    numbers = ["trial_id", "epochs", "best_epoch", "best_val_loss", "test_accuracy", "map_at_5", "map_at_100", "confusion_matrix"]
+    pd.testing.assert_frame_equal(
+        cut["epochs"].drop(columns=["node", "epoch_seconds"]), whole["epochs"].drop(columns=["node", "epoch_seconds"])
+    )
+    numbers = [
+        "trial_id",
+        "epochs",
+        "best_epoch",
+        "best_val_loss",
+        "test_accuracy",
+        "map_at_5",
+        "map_at_100",
+        "confusion_matrix",
+    ]
     pd.testing.assert_frame_equal(cut["trials"][numbers], whole["trials"][numbers])
     pd.testing.assert_frame_equal(cut["predictions"], whole["predictions"])
