@@ -9,7 +9,7 @@ import sys
 import warnings
 
 from raybench.data.preparation import prepare
-from raybench.data.source import PBC_URL, DownloadError, download
+from raybench.data.source import PBC_SHA256, PBC_URL, DownloadError, download
 from raybench.data.validation import DataWarning
 
 
@@ -23,6 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     get.add_argument(
         "--url", default=PBC_URL, help="where to fetch the zip from (default: Mendeley Data snkd93bnjr v1)"
     )
+    get.add_argument(
+        "--sha256",
+        default=PBC_SHA256,
+        help="the zip's expected SHA-256; a download that differs is deleted (default: %(default)s; None: unchecked)",
+    )
     prep = commands.add_parser("prepare", help="validate the images, draw the tiers and print the report")
     prep.add_argument(
         "data", nargs="?", help="PBC_dataset_normal_DIB folder, its parent or the .zip (default: embedded sample)"
@@ -31,14 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "download":
-            print(f"dataset ready at {download(args.dest, url=args.url)}")
+            print(f"dataset ready at {download(args.dest, url=args.url, sha256=args.sha256)}")
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DataWarning)  # the report lists every skipped and dropped file
                 print(prepare(args.data, seed=args.seed).report)
-    except (ValueError, DownloadError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except (ValueError, DownloadError, OSError) as error:  # one line, as argparse reports a bad argument
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -3,18 +3,21 @@
 
 One cache file holds one split of the biggest prepared tier at one image size; every smaller tier's split is a
 prefix of it. Files are keyed by the images' content, the image size and PREPROCESS_VERSION, checksummed in chunks,
-built under a lock (trials starting together build a cache once) and rebuilt whenever they do not check out.
+built under a lock (trials starting together build a cache once) and rebuilt whenever they do not check out. The
+disk space is reserved before the first image is decoded: a full disk is one clear error, not a SIGBUS half-way.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import errno
 import fcntl
 import hashlib
 import io
 import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,25 +27,38 @@ import pandas as pd
 from PIL import Image
 
 from raybench.catalog import CROP, SPLITS
-from raybench.data.validation import DataWarning
+from raybench.data.source import no_space
+from raybench.data.validation import DataWarning, is_grey16, pixel_problem
 
 if TYPE_CHECKING:
     from raybench.data.preparation import Prepared
 
-PREPROCESS_VERSION = "pbc-grey(0.2989,0.587,0.114)-round-centercrop352-bilinear-v1"  # part of the cache key
+# part of the cache key; v2: 16-bit greyscale is scaled to 8 bits (v1 clipped it to white)
+PREPROCESS_VERSION = "pbc-grey(0.2989,0.587,0.114)-round-centercrop352-bilinear-v2"
 _CHUNK_ROWS = 256  # the decoded cache is checksummed in chunks of this many images
+_NO_SPACE_HINT = "free some space or pass another cache folder (--cache)"
 
 
 def preprocess(img: Image.Image, image_size: int = CROP) -> np.ndarray:
-    """§4.2: luminance Y = 0.2989 R + 0.587 G + 0.114 B (rounded), centre crop 352x352, then resize if smaller."""
+    """§4.2: luminance Y = 0.2989 R + 0.587 G + 0.114 B (rounded), centre crop 352x352, then resize if smaller.
+
+    16-bit greyscale is scaled to 8 bits first (round(v / 257)); pixels without a defined 8-bit scale (32-bit
+    integer or float) are a ValueError, never a white or black image.
+    """
     if image_size > CROP or image_size < 1:
         raise ValueError(f"image_size must be between 1 and {CROP} (the thesis crops {CROP}x{CROP}), got {image_size}")
     width, height = img.size
+    name = getattr(img, "filename", "") or "(unnamed image)"
     if width < CROP or height < CROP:
-        name = getattr(img, "filename", "") or "(unnamed image)"
         raise ValueError(f"image {name} is {width}x{height}, smaller than the {CROP}x{CROP} centre crop")
+    problem = pixel_problem(img)
+    if problem:
+        raise ValueError(f"image {name}: {problem}")
     top, left = round((height - CROP) / 2.0), round((width - CROP) / 2.0)  # as torchvision's CenterCrop
-    rgb = np.asarray(img.crop((left, top, left + CROP, top + CROP)).convert("RGB"), dtype=np.float64)
+    crop = img.crop((left, top, left + CROP, top + CROP))
+    if is_grey16(img):  # PIL's own conversion clips 16-bit values at 255
+        crop = Image.fromarray(np.rint(np.asarray(crop, dtype=np.float64) / 257.0).astype(np.uint8), "L")
+    rgb = np.asarray(crop.convert("RGB"), dtype=np.float64)
     grey = 0.2989 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
     grey = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
     if image_size < CROP:
@@ -75,8 +91,8 @@ def load_split(
     biggest = max(prepared.tiers, key=prepared.tiers.get)
     block = manifest[(manifest.tier == biggest) & (manifest.split == split)]
     rows = manifest[(manifest.tier == tier) & (manifest.split == split)]
-    position = {sha: i for i, sha in enumerate(block.sha256)}
-    index = np.array([position[sha] for sha in rows.sha256], dtype=np.int64)
+    position = {image: i for i, image in enumerate(block.image)}  # by path: kept duplicates share a sha256
+    index = np.array([position[image] for image in rows.image], dtype=np.int64)
     prefix = bool((index == np.arange(len(index))).all())
     x = _decoded(
         prepared.root,
@@ -103,6 +119,7 @@ def _decoded(
         with _locked(path.with_suffix(".lock")):
             x = _open_cache(path, expected, check_rows, quiet=True)  # another process may have built it meanwhile
             if x is None:
+                _remove_stale_temps(path)
                 _build_cache(path, root, block, image_size, expected)
                 x = _open_cache(path, expected, check_rows)
     if x is None:
@@ -137,10 +154,16 @@ def _open_cache(path: Path, expected: dict, check_rows: int, quiet: bool = False
 
 
 def _build_cache(path: Path, root: Path, block: pd.DataFrame, image_size: int, expected: dict) -> None:
-    """Decode every image of `block` into a temporary .npy, checksum it, then move it and its sidecar in place."""
+    """Reserve the disk, decode `block` into a temporary .npy, checksum it, then move it and its sidecar in place."""
+    shape = tuple(expected["shape"])
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": shape})
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=tuple(expected["shape"]))
     try:
+        reserve(tmp, header.tell() + int(np.prod(shape)))
+        with open(tmp, "r+b") as handle:  # the .npy header, written into the reserved file (no truncation)
+            handle.write(header.getvalue())
+        out = np.memmap(tmp, dtype=np.uint8, mode="r+", offset=header.tell(), shape=shape)
         _decode_into(out, root, block, image_size)
         out.flush()
         chunks = [hashlib.sha256(out[i : i + _CHUNK_ROWS]).hexdigest() for i in range(0, len(out), _CHUNK_ROWS)]
@@ -150,8 +173,65 @@ def _build_cache(path: Path, root: Path, block: pd.DataFrame, image_size: int, e
         tmp.unlink(missing_ok=True)
     sidecar_tmp = path.with_name(f"{path.stem}.json.tmp-{os.getpid()}")
     sidecar = {**expected, "chunk_rows": _CHUNK_ROWS, "chunks": chunks, "images": list(block.image)}
-    sidecar_tmp.write_text(json.dumps(sidecar))
-    os.replace(sidecar_tmp, path.with_suffix(".json"))
+    try:
+        sidecar_tmp.write_text(json.dumps(sidecar))
+        os.replace(sidecar_tmp, path.with_suffix(".json"))
+    except OSError as error:
+        sidecar_tmp.unlink(missing_ok=True)
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise no_space(len(json.dumps(sidecar)), path.parent, _NO_SPACE_HINT) from error
+        raise
+
+
+def reserve(path: Path, size: int) -> None:
+    """Create the file `path` with `size` bytes of disk allocated to it now, or raise NoSpaceError (one line).
+
+    The pages of a memory-mapped file get their disk blocks only when written: on a full disk that write is a
+    SIGBUS that kills the process and leaves a full-size file behind. posix_fallocate (or, where the system or file
+    system lacks it, writing zeros) takes the space before anything is decoded.
+    """
+    if size > shutil.disk_usage(path.parent).free:
+        raise no_space(size, path.parent, _NO_SPACE_HINT)
+    try:
+        with open(path, "wb") as handle:
+            try:
+                os.posix_fallocate(handle.fileno(), 0, size)
+            except (AttributeError, OSError) as error:  # AttributeError: macOS has no posix_fallocate
+                if isinstance(error, OSError) and error.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise
+                zeros = bytes(1 << 20)
+                for start in range(0, size, len(zeros)):
+                    handle.write(zeros[: size - start])
+                handle.flush()
+    except BaseException as error:
+        path.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise no_space(size, path.parent, _NO_SPACE_HINT) from error
+        raise
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete the temporary files of cache builds that died (killed, or on a full disk): each can be a whole cache.
+
+    Called under `path`'s lock, so its own temporaries are stale; another cache's are when nobody holds its lock.
+    """
+    own = path.with_suffix(".lock")
+    for tmp in sorted(path.parent.glob("pbc-*.tmp-*")):
+        lock = (path.parent / tmp.name.split(".tmp-")[0]).with_suffix(".lock")
+        with contextlib.ExitStack() as stack:
+            if lock != own and lock.exists():
+                handle = stack.enter_context(open(lock, "a"))
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the handle closes
+                except BlockingIOError:
+                    continue  # that cache is being built right now
+            size = tmp.stat().st_size if tmp.exists() else 0
+            tmp.unlink(missing_ok=True)
+            warnings.warn(
+                f"removed {tmp} ({size / 1e9:.3g} GB), left by a cache build that did not finish",
+                DataWarning,
+                stacklevel=4,  # the caller of load_split
+            )
 
 
 def _decode_into(out: np.ndarray, root: Path, block: pd.DataFrame, image_size: int) -> None:
