@@ -111,47 +111,98 @@ class DeviceSplit:
             yield x, self.y[index]
 
 
+PRECISIONS = {  # precision -> (TF32 convolutions, TF32 matrix products, bf16 autocast), on CUDA
+    # PyTorch's defaults since 1.12 (June 2022), and so the thesis's RTX 3080 runs: TF32 convolutions, IEEE fp32
+    # matrix products. Up to 1.11 matrix products were TF32 too: that is "tf32".
+    "fp32": (True, False, False),
+    "tf32": (True, True, False),
+    "bf16": (True, True, True),
+}
+
+
+def set_precision(precision: str, device: torch.device) -> None:
+    """Set cuDNN's and cuBLAS's float32 modes for `precision` (they are process-wide; the CPU has none)."""
+    if device.type != "cuda":
+        return
+    conv, matmul, _ = PRECISIONS[precision]
+    torch.backends.cudnn.allow_tf32 = conv
+    torch.backends.cuda.matmul.allow_tf32 = matmul
+
+
 def _autocast(device: torch.device, precision: str):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=PRECISIONS[precision][2])
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, precision: str):
+    """Forward, backward and one SGD update on a batch; its mean loss, on the device."""
+    with _autocast(x.device, precision):
+        loss = nn.functional.cross_entropy(model(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach().float()
+
+
+def eval_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str):
+    """(per-image losses, logits) of a batch, in float32."""
+    with _autocast(x.device, precision):
+        logits = model(x).float()
+    return nn.functional.cross_entropy(logits, y, reduction="none"), logits
 
 
 def train_one_epoch(
-    model: nn.Module, batches: typing.Iterable, optimizer: torch.optim.Optimizer, *, precision: str = "fp32"
+    model: nn.Module,
+    batches: typing.Iterable,
+    optimizer: torch.optim.Optimizer,
+    *,
+    precision: str = "fp32",
+    step: typing.Callable = train_step,
 ) -> float:
     """One pass of SGD; returns the mean of the per-batch mean losses (fig. 4.4)."""
     model.train()
     total, count = None, 0
     for x, y in batches:
-        with _autocast(x.device, precision):
-            loss = nn.functional.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total = loss.detach().float() if total is None else total + loss.detach().float()
+        loss = step(model, optimizer, x, y, precision)
+        total = loss if total is None else total + loss
         count += 1
     return float(total) / count  # one host synchronisation per epoch
 
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, batches: typing.Iterable, *, precision: str = "fp32", keep_scores: bool = False
+    model: nn.Module,
+    batches: typing.Iterable,
+    *,
+    precision: str = "fp32",
+    loss_batch_size: int | None = None,
+    keep_scores: bool = False,
+    keep_logits: bool = False,
+    step: typing.Callable = eval_step,
 ) -> tuple[float, float, torch.Tensor | None]:
-    """(mean of per-batch mean losses as fig. 4.4, accuracy, softmax scores on the CPU if `keep_scores`)."""
+    """(loss, accuracy, softmax scores if `keep_scores` or raw outputs if `keep_logits`, on the CPU).
+
+    The loss is the thesis's (fig. 4.4) with `loss_batch_size`: the mean of the per-batch mean losses over
+    consecutive batches of that many images in split order, the last one short (its images weigh more), as its
+    code evaluated in training-size batches; without it, the mean over images. Either way it is computed from
+    per-image losses, so the evaluation batches can be as large as memory allows without changing it.
+    """
     model.eval()
-    total, count, scores, correct, seen = None, 0, [], None, 0
+    losses, outputs, correct = [], [], None
     for x, y in batches:
-        with _autocast(x.device, precision):
-            logits = model(x)
-        logits = logits.float()
-        loss = nn.functional.cross_entropy(logits, y)
+        per_image, logits = step(model, x, y, precision)
+        losses.append(per_image)
         hits = (logits.argmax(1) == y).sum()
-        total = loss if total is None else total + loss
         correct = hits if correct is None else correct + hits
-        count += 1
-        seen += len(y)
-        if keep_scores:
-            scores.append(torch.softmax(logits, 1))
-    return float(total) / count, int(correct) / seen, torch.cat(scores).cpu() if keep_scores else None
+        if keep_scores or keep_logits:
+            outputs.append(logits if keep_logits else torch.softmax(logits, 1))
+    losses = torch.cat(losses)
+    if loss_batch_size:
+        means = torch.stack([chunk.mean() for chunk in losses.split(loss_batch_size)])
+        loss = float(means.sum()) / len(means)
+    else:
+        loss = float(losses.mean())
+    kept = torch.cat(outputs).cpu() if outputs else None
+    return loss, int(correct) / len(losses), kept
 
 
 class Trainer:
@@ -166,9 +217,19 @@ class Trainer:
     ) -> None:
         self.model, self.train, self.val, self.config = model, train, val, config
         self.batch_size = batch_size
-        self.eval_batch_size = config.eval_batch_size or batch_size
-        # §4.3: plain SGD; ReduceLROnPlateau with PyTorch's defaults (factor 0.1, patience 10, threshold 1e-4)
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0, dampening=0, weight_decay=0)
+        cuda = self.device.type == "cuda"
+        # evaluation batches do not change the numbers (see evaluate): on a GPU, larger ones take fewer launches
+        self.eval_batch_size = config.eval_batch_size or (min(4 * batch_size, 256) if cuda else batch_size)
+        self.compiled = config.step == "compiled" or (config.step == "auto" and cuda)
+        # §4.3: plain SGD; ReduceLROnPlateau with PyTorch's defaults (factor 0.1, patience 10, threshold 1e-4).
+        # Compiled, the rate is a tensor, so that the plateau schedule lowering it needs no new graph.
+        lr = torch.tensor(config.lr, device=self.device) if self.compiled else config.lr
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0, dampening=0, weight_decay=0)
+        self.train_step, self.eval_step = train_step, eval_step
+        if self.compiled:  # on CUDA, "reduce-overhead" replays CUDA graphs: the CPU no longer paces small steps
+            mode = "reduce-overhead" if cuda else "default"
+            self.train_step = torch.compile(train_step, mode=mode, dynamic=False)
+            self.eval_step = torch.compile(eval_step, mode=mode, dynamic=False)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer)
         self.stopper = EarlyStopping(start=config.es_start, patience=config.es_patience, min_delta=config.es_min_delta)
         self.order_rng = torch.Generator().manual_seed(seed)  # data order, independent of model init
@@ -200,13 +261,17 @@ class Trainer:
     def run_epoch(self) -> dict:
         """Train and validate one epoch; returns its row of `epochs.parquet` (without trial_id)."""
         started = time.perf_counter()
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = float(self.optimizer.param_groups[0]["lr"])
         order = torch.randperm(len(self.train), generator=self.order_rng).to(self.device)
-        train_loss = train_one_epoch(
-            self.model, self.train.batches(self.batch_size, order), self.optimizer, precision=self.config.precision
-        )
+        precision = self.config.precision
+        batches = self.train.batches(self.batch_size, order)
+        train_loss = train_one_epoch(self.model, batches, self.optimizer, precision=precision, step=self.train_step)
         val_loss, val_accuracy, _ = evaluate(
-            self.model, self.val.batches(self.eval_batch_size), precision=self.config.precision
+            self.model,
+            self.val.batches(self.eval_batch_size),
+            precision=precision,
+            step=self.eval_step,
+            loss_batch_size=self.batch_size if self.config.val_loss == "batches" else None,
         )
         self.scheduler.step(val_loss)
         improved = self.stopper.step(val_loss)

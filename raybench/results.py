@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from raybench.catalog import CLASSES
 
 SCORE_COLUMNS = tuple(f"score_{name}" for name in CLASSES)
+LOGIT_COLUMNS = tuple(f"logit_{name}" for name in CLASSES)  # the raw outputs, which mAP@N ranks by (§5.1.1)
 
 TRIALS_SCHEMA = pa.schema(
     [
@@ -36,6 +37,10 @@ TRIALS_SCHEMA = pa.schema(
         ("channels_last", pa.bool_()),
         ("device", pa.string()),
         ("node", pa.string()),
+        ("gpu_fraction", pa.float64()),  # the share of a GPU Ray gave the trial (0 on the CPU)
+        ("gpu_sharing", pa.string()),  # "mps": packed with others under MPS; "time-sliced": packed without; "" alone
+        ("estimated_gpu_memory_gb", pa.float64()),  # the resource rule's estimate (resources.py)
+        ("peak_gpu_memory_gb", pa.float64()),  # torch.cuda.max_memory_allocated of the attempt that finished
         ("parameters", pa.int64()),
         ("trainable_parameters", pa.int64()),
         ("batch_size", pa.int64()),
@@ -50,9 +55,12 @@ TRIALS_SCHEMA = pa.schema(
         ("map_at_5", pa.float64()),
         ("map_at_100", pa.float64()),
         ("confusion_matrix", pa.list_(pa.list_(pa.int64()))),
+        ("classes_predicted", pa.int64()),  # how many classes the tested model predicts on the test set
+        ("collapsed", pa.bool_()),  # it predicts at most metrics.COLLAPSE_CLASSES of them
         ("n_train", pa.int64()),
         ("n_val", pa.int64()),
         ("n_test", pa.int64()),
+        ("duplicate_pairs_train_test", pa.int64()),
         ("status", pa.string()),
         ("error", pa.string()),
         ("options", pa.string()),
@@ -82,6 +90,7 @@ PREDICTIONS_SCHEMA = pa.schema(
         ("predicted", pa.int64()),
     ]
     + [(name, pa.float32()) for name in SCORE_COLUMNS]
+    + [(name, pa.float32()) for name in LOGIT_COLUMNS]
 )
 
 MANIFEST_SCHEMA = pa.schema(
@@ -108,10 +117,14 @@ class TrialResult:
     predictions: list[dict]
 
 
-def prediction_rows(trial_id: str, images: list[str], labels: np.ndarray, scores: np.ndarray) -> list[dict]:
-    """One row per test image with its label, the predicted class and the softmax score of every class."""
+def prediction_rows(
+    trial_id: str, images: list[str], labels: np.ndarray, scores: np.ndarray, *, logits: np.ndarray | None = None
+) -> list[dict]:
+    """One row per test image with its label, the predicted class, the softmax score and the logit of every class."""
+    scores = np.asarray(scores, dtype=np.float32)
+    raw = np.full_like(scores, np.nan) if logits is None else np.asarray(logits, dtype=np.float32)
     rows = []
-    for image, label, row in zip(images, np.asarray(labels), np.asarray(scores, dtype=np.float32), strict=True):
+    for image, label, row, logit in zip(images, np.asarray(labels), scores, raw, strict=True):
         rows.append(
             {
                 "trial_id": trial_id,
@@ -120,6 +133,7 @@ def prediction_rows(trial_id: str, images: list[str], labels: np.ndarray, scores
                 "class_name": CLASSES[int(label)],
                 "predicted": int(row.argmax()),
                 **dict(zip(SCORE_COLUMNS, row.tolist(), strict=True)),
+                **({} if logits is None else dict(zip(LOGIT_COLUMNS, logit.tolist(), strict=True))),
             }
         )
     return rows

@@ -201,7 +201,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
         metavar="REGEX=once:N|always:N",
         help="fault drill: the trials whose name matches fail after epoch N, once (then resume) or on every retry",
     )
-    parser.add_argument("--dry-run", action="store_true", help="print the plan and write plan.parquet, train nothing")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan and each tier's splits per class (preparing the data), write plan.parquet, train nothing",
+    )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run of the same grid and name")
     parser.add_argument(
         "--max-concurrent", type=int, default=0, help="at most N trials at once (default: as resources allow)"
@@ -281,6 +285,23 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise ValueError(f"{flag} must be a finite number of at least {least:g}, got {value:g}")
 
 
+DATA_OPTIONS = ("split_seed", "split_rule", "dedupe")  # the data is prepared once per run: every trial shares these
+
+
+def prepare_data(grid: grids.Grid, data: str | None, *, omit_too_big: bool = False) -> pbc.Prepared:
+    """The grid's data (`data`, else the grid's, else the embedded sample) with the tiers its trials use, drawn with
+    their data options (the same for every trial: set_up checks it)."""
+    config = grid.trials[0].config
+    return pbc.prepare(
+        data or grid.data,
+        tiers={t: grid.tiers[t] for t in sorted({t.tier for t in grid.trials})},
+        seed=config.split_seed,
+        split_rule=config.split_rule,
+        dedupe=config.dedupe,
+        omit_too_big=omit_too_big,
+    )
+
+
 def set_up(args: argparse.Namespace) -> Setup:
     """Load and check everything that can be wrong before anything starts; a ValueError names the problem."""
     check_arguments(args)
@@ -289,12 +310,13 @@ def set_up(args: argparse.Namespace) -> Setup:
         grid = grid.select(args.only)
     if args.set:
         grid = grid.with_options(spec.parse_overrides(args.set))
-    split_seeds = {t.config.split_seed for t in grid.trials}
-    if len(split_seeds) > 1:
-        raise ValueError(
-            f"one run draws one set of tiers and splits, but the grid asks for split_seed "
-            f"{sorted(split_seeds)}: run them separately"
-        )
+    for option in DATA_OPTIONS:
+        values = {getattr(t.config, option) for t in grid.trials}
+        if len(values) > 1:
+            raise ValueError(
+                f"one run draws one set of tiers and splits, but the grid asks for {option} "
+                f"{sorted(values, key=str)}: run them separately"
+            )
     name = args.name or grid.name
     gpu_gb = args.gpu_memory_gb or resources.local_gpu_memory_gb()
     plan = pd.DataFrame(plan_rows(grid, gpu_memory_gb=gpu_gb, cpus_per_trial=args.cpus_per_trial))
@@ -337,14 +359,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print_table(setup.plan)
             results.write_plan(setup.out, setup.plan)
+            prepared = prepare_data(setup.grid, args.data, omit_too_big=True)  # the splits, before any training
+            print(prepared.report)
+            if prepared.report.omitted_tiers:
+                print(
+                    f"a run would stop here: tier(s) {', '.join(prepared.report.omitted_tiers)} need more images than "
+                    f"the {prepared.report.usable} of {prepared.root}; pass --data (the full dataset: "
+                    "python -m raybench.data download DEST)"
+                )
             print(f"{len(setup.plan)} trials planned -> {setup.out / 'plan.parquet'}")
             return 0
         check_resume(setup, resume=args.resume)
         for model in sorted({t.model for t in setup.grid.trials if t.pretrained}):
             models.imagenet_weights(model)  # fetched once here, into torchvision's cache, or a clear error now
-        grid = setup.grid
-        tiers = {t: grid.tiers[t] for t in sorted({t.tier for t in grid.trials})}
-        prepared = pbc.prepare(args.data or grid.data, tiers=tiers, seed=grid.trials[0].config.split_seed)
+        prepared = prepare_data(setup.grid, args.data)
         check_same_data(setup.out, prepared, resume=args.resume)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))

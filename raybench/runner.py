@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from raybench import catalog, metrics, models, results
+from raybench import catalog, metrics, models, resources, results
 from raybench import data as pbc
-from raybench.loop import DeviceSplit, Trainer, evaluate, fit, resolve_device, seed_everything
+from raybench.loop import DeviceSplit, Trainer, evaluate, fit, resolve_device, seed_everything, set_precision
 from raybench.spec import Trial
 
 
@@ -69,6 +69,9 @@ def build_trainer(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
     seed_everything(trial.seed)
+    if device.type == "cuda":  # the peak recorded in the results is this attempt's
+        torch.cuda.reset_peak_memory_stats(device)
+    set_precision(config.precision, device)
     model = models.build_model(
         trial.model, image_size=config.image_size, pretrained=trial.pretrained, weights_file=weights_file
     )
@@ -87,25 +90,32 @@ def build_trainer(
 def score_test_split(
     trainer: Trainer, trial: Trial, prepared: pbc.Prepared, *, cache_dir: str | Path
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Reload the tested checkpoint (the last improvement, fig. 4.5) and score the test split."""
+    """Reload the tested checkpoint (the last improvement, fig. 4.5); its raw outputs (logits) on the test split."""
     if trainer.best_model is not None:
         trainer.model.load_state_dict(trainer.best_model)
     x, y = pbc.load_split(prepared, trial.tier, "test", image_size=trial.config.image_size, cache_dir=cache_dir)
     test = DeviceSplit(
         x, y, channels=trainer.train.channels, device=trainer.device, channels_last=trial.config.channels_last
     )
-    _, _, scores = evaluate(
-        trainer.model, test.batches(trainer.eval_batch_size), precision=trial.config.precision, keep_scores=True
+    _, _, logits = evaluate(
+        trainer.model,
+        test.batches(trainer.eval_batch_size),
+        precision=trial.config.precision,
+        keep_logits=True,
+        step=trainer.eval_step,
     )
-    return scores.numpy(), np.asarray(y)
+    return logits.numpy(), np.asarray(y)
 
 
 def finish_trial(
     trainer: Trainer, trial: Trial, prepared: pbc.Prepared, *, cache_dir: str | Path
 ) -> results.TrialResult:
     """Test the trained trial and assemble its result rows."""
-    scores, labels = score_test_split(trainer, trial, prepared, cache_dir=cache_dir)
+    logits, labels = score_test_split(trainer, trial, prepared, cache_dir=cache_dir)
+    scores = torch.softmax(torch.from_numpy(logits), 1).numpy()
+    classes_predicted = metrics.classes_predicted(scores)
     total, trainable = models.count_parameters(trainer.model)
+    cuda = trainer.device.type == "cuda"
     history = trainer.history
     stopper = trainer.stopper
     best_epoch = stopper.best_epoch + 1 if stopper.best_epoch is not None else len(history)
@@ -116,6 +126,8 @@ def finish_trial(
     row = {
         **trial.columns(),
         "device": describe_device(trainer.device),
+        "estimated_gpu_memory_gb": resources.estimate_gpu_memory_gb(trial),
+        "peak_gpu_memory_gb": torch.cuda.max_memory_allocated(trainer.device) / 1e9 if cuda else None,
         "parameters": total,
         "trainable_parameters": trainable,
         "batch_size": trainer.batch_size,
@@ -126,12 +138,17 @@ def finish_trial(
         "train_seconds": train_seconds,
         "seconds_per_epoch": train_seconds / max(len(history), 1),
         "test_accuracy": metrics.accuracy(scores, labels),
-        "map_at_5": metrics.map_at_n(scores, labels, 5),
-        "map_at_100": metrics.map_at_n(scores, labels, 100),
+        # §5.1.1: per class, the images predicted as it, ranked by the raw output
+        "map_at_5": metrics.map_at_n(logits, labels, 5),
+        "map_at_100": metrics.map_at_n(logits, labels, 100),
         "confusion_matrix": metrics.confusion_matrix(scores, labels, num_classes=len(catalog.CLASSES)).tolist(),
+        "classes_predicted": classes_predicted,
+        "collapsed": classes_predicted <= metrics.COLLAPSE_CLASSES,
         "n_train": int((tier_rows.split == "train").sum()),
         "n_val": int((tier_rows.split == "val").sum()),
         "n_test": len(test_rows),
+        # identical images (kept, as the thesis kept them) with one copy in train and one in test: seen while training
+        "duplicate_pairs_train_test": pbc.straddling_pairs(tier_rows)["train/test"],
         # a loss that is no longer finite ends the trial; its last improvement (if any) is still what is tested
         "status": "ok" if trainer.diverged is None else "diverged",
         "error": trainer.diverged,
@@ -139,7 +156,7 @@ def finish_trial(
     return results.TrialResult(
         trial=row,
         epochs=[{"trial_id": trial.trial_id, **h} for h in history],
-        predictions=results.prediction_rows(trial.trial_id, test_rows.image.tolist(), labels, scores),
+        predictions=results.prediction_rows(trial.trial_id, test_rows.image.tolist(), labels, scores, logits=logits),
     )
 
 

@@ -16,7 +16,9 @@ from collections.abc import Iterable
 from raybench import catalog
 
 _THESIS = catalog.LOOP_DEFAULTS
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "tf32", "bf16")  # loop.PRECISIONS says what each sets on a GPU; all are fp32 on the CPU
+STEPS = ("auto", "eager", "compiled")
+VAL_LOSSES = ("batches", "images")
 DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")  # the device types torch runs this loop on
 
 
@@ -28,13 +30,17 @@ class TrainConfig:
     max_epochs: int = _THESIS["max_epochs"]
     image_size: int = _THESIS["image_size"]  # §4.2: 352x352 centre crop; smaller sizes crop 352 then resize
     lr: float = _THESIS["lr"]
-    precision: str = _THESIS["precision"]  # "fp32" (the thesis) or "bf16" (autocast)
+    precision: str = _THESIS["precision"]  # "fp32": PyTorch's defaults, the thesis's; "tf32", "bf16" (autocast)
     channels_last: bool = False
     split_seed: int = 0  # the draw of tiers and splits, the same for every trial by default
+    split_rule: str = "thesis"  # "thesis": each class split int(t/2) / int(t/5) / int(3t/10); "exact": table 4.1
+    dedupe: bool = False  # drop byte-identical images before drawing (the thesis kept all 17,092)
     es_start: int = _THESIS["es_start"]
     es_patience: int = _THESIS["es_patience"]
     es_min_delta: float = _THESIS["es_min_delta"]
-    eval_batch_size: int = 0  # 0: the training batch size
+    eval_batch_size: int = 0  # 0: the training batch size on the CPU, 4x it (at most 256) on a GPU
+    val_loss: str = "batches"  # fig. 4.4: the mean of per-batch means (thesis) or "images": the mean over images
+    step: str = "auto"  # "compiled" (torch.compile; CUDA graphs on a GPU), "eager", or "auto": compiled on CUDA
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
 
     def __post_init__(self) -> None:
@@ -44,13 +50,18 @@ class TrainConfig:
             ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
             if not ok and not (kind is float and isinstance(value, int) and not isinstance(value, bool)):
                 raise ValueError(f"training option {field.name} must be of type {kind.__name__}, got {value!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.split_rule not in catalog.SPLIT_RULES:
+            raise ValueError(f"split_rule must be one of {', '.join(catalog.SPLIT_RULES)}, got {self.split_rule!r}")
+        for name, valid in (("precision", PRECISIONS), ("step", STEPS), ("val_loss", VAL_LOSSES)):
+            if getattr(self, name) not in valid:
+                raise ValueError(f"{name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
         if self.max_epochs < 1:
             raise ValueError(f"max_epochs must be at least 1, got {self.max_epochs}")
         if not catalog.MIN_IMAGE_SIZE <= self.image_size <= catalog.CROP:
-            raise ValueError(f"image_size must be between {catalog.MIN_IMAGE_SIZE} and {catalog.CROP} (the thesis's "
-                             f"centre crop, resized down for smaller sizes), got {self.image_size}")
+            raise ValueError(
+                f"image_size must be between {catalog.MIN_IMAGE_SIZE} and {catalog.CROP} (the thesis's "
+                f"centre crop, resized down for smaller sizes), got {self.image_size}"
+            )
         if self.batch_size < 0 or self.eval_batch_size < 0:
             raise ValueError("batch_size and eval_batch_size must be >= 0 (0 = the thesis's batch size)")
         if not (math.isfinite(self.lr) and self.lr > 0):

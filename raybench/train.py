@@ -40,7 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = spec.make_config(spec.parse_overrides(args.set))
         trial = spec.Trial(args.model, args.tier, pretrained=args.pretrained, seed=args.seed, config=config)
-        prepared = pbc.prepare(args.data, seed=config.split_seed, tiers=pbc.tiers_for(args.tier))
+        prepared = pbc.prepare(
+            args.data,
+            seed=config.split_seed,
+            split_rule=config.split_rule,
+            dedupe=config.dedupe,
+            tiers=pbc.tiers_for(args.tier),
+        )
     except ValueError as error:
         parser.error(str(error))
     print(prepared.report, flush=True)

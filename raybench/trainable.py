@@ -97,11 +97,13 @@ def run_trial(
     drills: dict[str, FaultDrill] | None = None,
     cache_dir: str | None = None,
     checkpoint_every: float = 0.0,
+    gpu_sharing: str = "",
 ) -> None:
     """The function trainable (wrapped by `tune.with_parameters` and `tune.with_resources` in run.py).
 
     `config` is the trial's parameters (trial_id, model, tier, pretrained, seed and every option); the spec
     itself comes from `specs`. The cache folder is resolved on the node that trains ("~" is its user's home).
+    `gpu_sharing` says how a trial given part of a GPU shares it ("mps" or "time-sliced"), for its result row.
     """
     trial = trial_spec(config, specs)
     drill = (drills or {}).get(trial.trial_id)
@@ -150,6 +152,8 @@ def run_trial(
     )
     result = runner.finish_trial(trainer, trial, prepared, cache_dir=cache_dir)
     result.trial["node"] = node
+    result.trial["gpu_fraction"] = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))
+    result.trial["gpu_sharing"] = gpu_sharing if result.trial["gpu_fraction"] < 1 else ""
     _report({"done": True, **_summary(result)}, None, result=result)
 
 

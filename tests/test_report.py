@@ -6,11 +6,13 @@ import shutil
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
 
 from raybench import catalog, report, results, train
+from raybench.report import figures as report_figures
 from raybench.report.inputs import ARCHITECTURE_OF
 from raybench.spec import Trial
 
@@ -86,7 +88,10 @@ def csv(folder, key):
     return pd.read_csv(folder / "tables" / f"{key}.csv")
 
 
-def test_every_table_and_figure_is_written_and_linked(written):
+def test_every_table_and_figure_is_written_and_linked(written, run_folder):
+    # whether the short trials collapsed is theirs to say: the unstable section's table and figures follow it
+    ran = pd.read_parquet(run_folder / "trials.parquet")
+    unstable = bool(ran.collapsed.any() or (ran.status == "diverged").any())
     tables = {p.stem for p in (written / "tables").glob("table_*.csv")}
     assert tables == {
         "table_5.7_tiny",
@@ -94,14 +99,14 @@ def test_every_table_and_figure_is_written_and_linked(written):
         "table_5.9_lenet-5",
         "table_5.10_resnet",
         "table_5.11_mobilenetv3",
-        "table_5.12_convnext",
-        "table_5.13_vit",
-        "table_5.14_mlp-mixer",
+        "table_5.12_vit",  # the thesis's numbering: ViT, MLP-Mixer, then ConvNeXt
+        "table_5.13_mlp-mixer",
+        "table_5.14_convnext",
         "table_5.15_tiny",
         "table_5.16_tiny",
         "table_5.17_tiny",
         "table_a.1_trials",
-    }
+    } | ({"table_unstable_trials"} if unstable else set())
     figures = {p.stem for p in (written / "figures").glob("*.png")}
     assert figures == {
         "heatmap_accuracy",
@@ -111,9 +116,12 @@ def test_every_table_and_figure_is_written_and_linked(written):
         "confusion_tiny",
         "map_curve_tiny",
         "learning_rate_tiny",
+        "pretrained_ratio_tiny",
         "training_size_lenet-5",
         "training_size_mobilenetv3",
-    }
+        "epoch_time_lenet-5",
+        "epoch_time_mobilenetv3",
+    } | ({"confusion_unstable", "val_loss_unstable"} if unstable else set())
     for path in (written / "figures").glob("*.png"):
         with Image.open(path) as image:
             image.verify()
@@ -152,7 +160,7 @@ def test_tier_table_lists_every_thesis_configuration_with_its_published_numbers(
     assert row.accuracy_diff == pytest.approx(row.accuracy - 0.174)
     assert row.seconds_per_epoch_ratio == pytest.approx(row.seconds_per_epoch / 0.612)
     assert row.parameters == row.thesis_parameters == 1526056  # parameter counts do not depend on the image size
-    low, high = report.wilson_interval(0.174, 120)
+    low, high = report.wilson_interval(0.174, ours.n_test["mobilenet_small-tiny-seed0"])  # our test-set size
     assert (row.thesis_interval_low, row.thesis_interval_high) == pytest.approx((low, high))
     assert row.inside_thesis_interval == (low <= row.accuracy <= high)
     assert row.device.startswith("cpu") and row.hit_epoch_limit  # 3 epochs of at most 3
@@ -176,31 +184,76 @@ def test_seeds_are_aggregated_to_a_mean_and_t_interval(written, run_folder):
     )  # a proportion's interval stays in [0, 1]
     assert (row.accuracy_low, row.accuracy_high) == pytest.approx(expected)
     assert row.map_at_5 == pytest.approx(ours.map_at_5[["lenet5-tiny-seed0", "lenet5-tiny-seed1"]].mean())
-    lenet = csv(written, "table_5.9_lenet-5").iloc[0]
-    assert lenet.accuracy_tiny == pytest.approx(accuracies.mean()) and lenet.thesis_accuracy_tiny == 0.313
+    lenet = csv(written, "table_5.9_lenet-5").set_index("tier").loc["tiny"]  # table 5.9: a row per tier
+    assert lenet.accuracy == pytest.approx(accuracies.mean()) and lenet.thesis_accuracy == 0.313
     maps = csv(written, "table_5.8_tiny").set_index("architecture")
     assert maps.loc["LeNet-5", "model"] == "lenet5" and maps.loc["LeNet-5", "thesis_map_at_5"] == 0.15
-    assert maps.loc["ResNet", "thesis_map_at_5"] == 0.75 and pd.isna(maps.loc["ResNet", "model"])  # shown, not dropped
+    resnet = maps.loc["ResNet"]  # the thesis's best, shown though it did not run here
+    assert (resnet.model, resnet.thesis_map_at_5, resnet.seeds_ok) == ("resnet_34", 0.75, 0) and pd.isna(
+        resnet.map_at_5
+    )
     assert "(2 seeds)" in (written / "report.md").read_text()
 
 
-def test_map_curve_matches_a_direct_computation_from_predictions(written, run_folder):
+def thesis_map(logits: np.ndarray, labels: np.ndarray, n: int) -> float:
+    """§5.1.1 written out: per class, the images predicted as it, by their logit for it; hits in the first n / n."""
+    aps = []
+    for c in range(logits.shape[1]):
+        mine = np.flatnonzero(logits.argmax(1) == c)
+        ranked = mine[np.argsort(-logits[mine, c], kind="stable")][:n]
+        aps.append((labels[ranked] == c).sum() / n)
+    return float(np.mean(aps))
+
+
+def test_logits_are_stored_and_mAP_and_its_curve_follow_the_thesis(written, run_folder):
     predictions = pd.read_parquet(run_folder / "predictions.parquet")
     classes = results.class_names(run_folder / "predictions.parquet")
     curves = csv(written, "map_curve_tiny")
     trials = pd.read_parquet(run_folder / "trials.parquet").set_index("trial_id")
     assert set(curves.trial_id) == {"lenet5-tiny-seed0", "lenet5-tiny-seed1", "mobilenet_small-tiny-seed0"}
+    assert set(curves.ranked_by) == {"logits"}
     for trial_id, drawn in curves.groupby("trial_id"):
         rows = predictions[predictions.trial_id == trial_id]
+        logits = rows[[f"logit_{c}" for c in classes]].to_numpy(dtype=np.float64)
         scores, labels = rows[[f"score_{c}" for c in classes]].to_numpy(), rows.label.to_numpy()
+        softmax = np.exp(logits - logits.max(1, keepdims=True))
+        assert np.allclose(scores, softmax / softmax.sum(1, keepdims=True), atol=1e-6)  # the scores are the logits'
+        assert (rows.predicted == logits.argmax(1)).all()
+        assert trials.classes_predicted[trial_id] == len(set(rows.predicted))
+        assert trials.collapsed[trial_id] == (trials.classes_predicted[trial_id] <= 2)
         assert list(drawn.n) == list(range(1, len(rows) + 1))
-        for n in (1, 5, 17, 100, len(rows)):  # precision of the n images ranked highest for each class, averaged
-            direct = np.mean(
-                [(labels[np.argsort(-scores[:, c], kind="stable")[:n]] == c).mean() for c in range(len(classes))]
-            )
-            assert drawn.set_index("n")["map"][n] == pytest.approx(direct)
-        assert drawn.set_index("n")["map"][5] == pytest.approx(trials.map_at_5[trial_id])
-        assert drawn.set_index("n")["map"][100] == pytest.approx(trials.map_at_100[trial_id])
+        for n in (1, 5, 17, 100, len(rows)):
+            assert drawn.set_index("n")["map"][n] == pytest.approx(thesis_map(logits, labels, n))
+        assert trials.map_at_5[trial_id] == pytest.approx(thesis_map(logits, labels, 5))
+        assert trials.map_at_100[trial_id] == pytest.approx(thesis_map(logits, labels, 100))
+
+
+def test_results_without_logits_get_the_thesis_mAP_from_their_scores(run_folder, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(run_folder, old, ignore=shutil.ignore_patterns("report", "parts"))
+    predictions = pd.read_parquet(old / "predictions.parquet")
+    predictions.drop(columns=[c for c in predictions.columns if c.startswith("logit_")]).to_parquet(
+        old / "predictions.parquet"
+    )
+    trials = pd.read_parquet(old / "trials.parquet")
+    trials.drop(columns=["classes_predicted", "collapsed"]).assign(map_at_5=9.0).to_parquet(old / "trials.parquet")
+    loaded = report.read_results(old)
+    assert loaded.trials.set_index("trial_id").classes_predicted.equals(
+        trials.set_index("trial_id").classes_predicted.astype("Int64")
+    )  # counted from the confusion matrices
+    remapped, redone = report.maps_without_logits(loaded.trials, loaded.predictions, loaded.classes)
+    assert sorted(redone) == sorted(trials.trial_id)
+    classes = loaded.classes
+    for trial_id, rows in loaded.predictions.groupby("trial_id"):
+        scores = rows[[f"score_{c}" for c in classes]].to_numpy(dtype=np.float64)
+        expected = thesis_map(scores, rows.label.to_numpy(), 5)
+        assert remapped.set_index("trial_id").map_at_5[trial_id] == pytest.approx(expected)
+    built = report.build_report(loaded, THESIS)
+    assert "stored no logits" in render(built).split("## Summary")[0]
+
+
+def render(built) -> str:
+    return report.render_markdown(built)
 
 
 def test_partial_results_show_missing_and_failed_trials(partial_folder, tmp_path):
@@ -256,7 +309,7 @@ def test_filters_focus_the_report_and_refuse_unknown_names(run_folder, tmp_path,
     assert (tmp_path / "notes" / "draft.txt").read_text() == "keep me" and not (tmp_path / "x").exists()
 
 
-def test_pretrained_change_is_a_proportion_beside_the_thesis(run_folder):
+def test_table_5_16_gives_ratios_pretrained_over_scratch_with_parameters(run_folder):
     loaded = report.read_results(run_folder)
     trials = loaded.trials
     fake = trials[trials.trial_id == "mobilenet_small-tiny-seed0"].assign(
@@ -274,13 +327,18 @@ def test_pretrained_change_is_a_proportion_beside_the_thesis(run_folder):
         loaded.classes,
     )
     comparison = report.compare_with_thesis(report.configurations(report.trial_status(loaded, THESIS)), THESIS)
-    change = report.change_table(report.pretrained_change(comparison, THESIS), tier="tiny").data.set_index("model")
+    table = report.change_table(report.pretrained_ratios(comparison, THESIS), tier="tiny")
+    ratios = table.data.set_index("model")
     scratch = trials.set_index("trial_id").test_accuracy["mobilenet_small-tiny-seed0"]
-    assert change.accuracy_change.mobilenet_small == pytest.approx((0.5 - scratch) / scratch)
-    assert change.thesis_accuracy_change.mobilenet_small == pytest.approx((0.461 - 0.174) / 0.174)
-    assert change.thesis_accuracy_change.resnet_18 == pytest.approx(
-        (0.783 - 0.713) / 0.713
-    )  # thesis only: still listed
+    assert ratios.accuracy_ratio.mobilenet_small == pytest.approx(0.5 / scratch)
+    assert ratios.thesis_accuracy_ratio.mobilenet_small == pytest.approx(0.461 / 0.174)
+    assert ratios.parameters_ratio.mobilenet_small == pytest.approx(599048 / 1526056)
+    assert ratios.thesis_parameters_ratio.mobilenet_small == pytest.approx(599048 / 1526056)
+    assert ratios.thesis_epochs_ratio.mobilenet_small == pytest.approx(70 / 31)
+    assert ratios.thesis_accuracy_ratio.resnet_18 == pytest.approx(0.783 / 0.713)  # thesis only: still listed
+    assert table.title.startswith("Table 5.16") and table.headers[1] == "Parameters"
+    row = dict(zip(table.headers, table.rows[list(ratios.index).index("mobilenet_small")], strict=False))
+    assert row["Parameters"] == "×0.39" and row["Accuracy"] == f"×{0.5 / scratch:.2f}"
     table = report.tier_table(comparison, tier="tiny", pretrained=True)
     row = table.data.set_index("model").loc["mobilenet_small"]
     assert row.parameters == row.thesis_parameters == 599048 and table.title.startswith("Table 5.15")
@@ -299,3 +357,164 @@ def test_architectures_cover_the_registry_and_the_thesis_data():
     assert sorted(ARCHITECTURE_OF) == sorted(catalog.MODEL_NAMES)
     assert len(THESIS.results) == 99 and set(THESIS.results.model) <= set(catalog.MODEL_NAMES)
     assert set(THESIS.maps.model) <= set(catalog.MODEL_NAMES) and set(THESIS.results.tier) == set(catalog.TIER_SPLITS)
+
+
+def test_architecture_tables_are_numbered_and_laid_out_as_the_thesis(written, run_folder):
+    markdown = (written / "report.md").read_text()
+    for number, name in (("5.12", "ViT"), ("5.13", "MLP-Mixer"), ("5.14", "ConvNeXt")):
+        assert f"**Table {number}: {name} in every tier (from scratch)**" in markdown
+    assert markdown.index("### ViT") < markdown.index("### MLP-Mixer") < markdown.index("### ConvNeXt")
+    table = csv(written, "table_5.11_mobilenetv3").set_index("model")
+    row = table.loc["mobilenet_small"]
+    ours = pd.read_parquet(run_folder / "trials.parquet").set_index("trial_id").loc["mobilenet_small-tiny-seed0"]
+    assert (row.tier, row.parameters, row.thesis_parameters, row.batch_size, row.thesis_batch_size) == (
+        "tiny",
+        1526056,
+        1526056,
+        64,
+        64,
+    )
+    assert (row.epochs, row.thesis_epochs, row.thesis_train_seconds, row.thesis_seconds_per_epoch) == (
+        ours.epochs,
+        31,
+        18.974,
+        0.612,
+    )
+    assert row.train_seconds == pytest.approx(ours.train_seconds) and row.accuracy == pytest.approx(ours.test_accuracy)
+    assert table.loc["mobilenet_large"].status == "missing"
+    assert "| mobilenet_small | tiny | " in markdown
+
+
+def test_the_mAP_tables_show_each_of_the_thesis_s_tied_best_configurations():
+    nothing = results.TRIALS_SCHEMA.empty_table().to_pandas()
+    empty = report.Results("none", nothing, pd.DataFrame(), pd.DataFrame(), None, catalog.CLASSES)
+    comparison = report.compare_with_thesis(
+        report.configurations(report.trial_status(empty, THESIS, tiers=["tiny"])), THESIS
+    )
+    table = report.map_table(comparison, THESIS, tier="tiny")
+    data = table.data
+    vit = data[data.architecture == "ViT"]
+    assert list(vit.model) == ["vit_b_32", "vit_l_16", "vit_l_32"]  # tied at 0.591 accuracy, 0.085 mAP@100
+    assert list(vit.thesis_map_at_5) == [0.625, 0.4, 0.6] and set(vit.thesis_accuracy) == {0.591}
+    assert list(data[data.architecture == "ConvNeXt"].model) == ["convnext_tiny", "convnext_large"]
+    assert list(data[data.architecture == "MobileNetV3"].model) == ["mobilenet_small", "mobilenet_large"]
+    assert data.thesis_best.all() and not data.our_best.any()
+    shown = [row[1] for row in table.rows]
+    assert shown.count("vit_l_16") == 1 and len(table.rows) == len(
+        THESIS.maps.query("tier == 'tiny' and not pretrained")
+    )
+
+
+def rows_of(folder, name: str) -> list[dict]:
+    return pq.read_table(folder / f"{name}.parquet").to_pylist()
+
+
+@pytest.fixture(scope="session")
+def unstable_folder(run_folder, tmp_path_factory):
+    """The results plus a collapsed trial (every test image predicted as neutrophil) and a diverged one."""
+    out = tmp_path_factory.mktemp("unstable") / "run"
+    shutil.copytree(run_folder, out, ignore=shutil.ignore_patterns("report"))
+    done = next(t for t in rows_of(run_folder, "trials") if t["trial_id"] == "lenet5-tiny-seed0")
+    predictions = pd.read_parquet(run_folder / "predictions.parquet").query("trial_id == 'lenet5-tiny-seed0'")
+    labels = predictions.label.to_numpy()
+    logits = np.zeros((len(labels), len(catalog.CLASSES)), dtype=np.float32)
+    logits[:, 6] = np.linspace(3, 1, len(labels))
+    scores = torch.softmax(torch.from_numpy(logits), 1).numpy()
+    matrix = np.zeros((8, 8), dtype=np.int64)
+    np.add.at(matrix, (labels, 6), 1)
+    collapsed = {
+        **done,
+        "trial_id": "lenet5-tiny-seed5",
+        "seed": 5,
+        "test_accuracy": float((labels == 6).mean()),
+        "map_at_5": 0.0,
+        "map_at_100": 0.0,
+        "confusion_matrix": matrix.tolist(),
+        "classes_predicted": 1,
+        "collapsed": True,
+    }
+    diverged = {
+        **collapsed,
+        "trial_id": "lenet5-tiny-seed6",
+        "seed": 6,
+        "status": "diverged",
+        "error": "the train loss is not finite (nan) in epoch 2",
+    }
+    epochs = [e for e in rows_of(run_folder, "epochs") if e["trial_id"] == "lenet5-tiny-seed0"]
+    spiked = [
+        {**e, "trial_id": "lenet5-tiny-seed6", "val_loss": 5000.0 if e["epoch"] == 1 else e["val_loss"]} for e in epochs
+    ]
+    images = predictions.image.tolist()
+    rows = results.prediction_rows("lenet5-tiny-seed5", images, labels, scores, logits=logits)
+    results.write_results(
+        out,
+        [
+            results.TrialResult(collapsed, [{**e, "trial_id": "lenet5-tiny-seed5"} for e in epochs], rows),
+            results.TrialResult(
+                diverged, spiked, results.prediction_rows("lenet5-tiny-seed6", images, labels, scores, logits=logits)
+            ),
+        ],
+    )
+    return out
+
+
+def test_collapsed_and_diverged_trials_are_flagged_counted_and_shown(unstable_folder, tmp_path):
+    assert report.main([str(unstable_folder), "--out", str(tmp_path / "out")]) == 0
+    out = tmp_path / "out"
+    markdown = (out / "report.md").read_text()
+    first_screen = markdown.split("## Tier ")[0]
+    assert re.search(r"Unstable trials: [1-9] of 4 finished trials collapsed", first_screen)
+    assert "lenet5-tiny-seed5" in first_screen and "1 diverged" in first_screen
+    assert "Trials: 4 finished, 0 failed, 1 diverged," in first_screen
+    unstable = csv(out, "table_unstable_trials").set_index("trial_id")
+    assert {"lenet5-tiny-seed5", "lenet5-tiny-seed6"} <= set(unstable.index)
+    assert unstable.status["lenet5-tiny-seed6"] == "diverged" and unstable.classes_predicted["lenet5-tiny-seed5"] == 1
+    assert unstable.predicted_counts["lenet5-tiny-seed5"].startswith("neutrophil ")
+    assert "| lenet5-tiny-seed6 | **DIVERGED** |" in markdown and "the train loss is not finite (nan)" in markdown
+    tier = csv(out, "table_5.7_tiny").set_index("model")
+    assert (tier.seeds_ok.lenet5, tier.seeds_diverged.lenet5, tier.status.lenet5) == (3, 1, "partial")
+    assert tier.classes_predicted.lenet5 == 1 and tier.seeds_collapsed.lenet5 >= 1
+    assert "partial: 3 ok, 1 diverged" in markdown and "**1: collapsed, " in markdown
+    trials = csv(out, "table_a.1_trials").set_index("trial_id")
+    assert bool(trials.collapsed["lenet5-tiny-seed5"]) and trials.status["lenet5-tiny-seed6"] == "diverged"
+    # the diverged trial's first-epoch spike is cut off the linear axis, its value written
+    spiked = csv(out, "val_loss_unstable")
+    assert spiked.val_loss.max() == 5000.0
+    assert (out / "figures" / "val_loss_unstable.png").is_file()
+
+
+def test_a_first_epoch_spike_is_cut_off_a_linear_axis_and_written():
+    epochs = pd.DataFrame(
+        {
+            "trial_id": ["a"] * 6 + ["b"] * 6,
+            "epoch": list(range(1, 7)) * 2,
+            "val_loss": [850.0, 2.1, 1.9, 1.7, 1.65, 1.6, 2.08, 2.0, 1.95, 1.9, 1.92, 1.88],
+            "improved": [False, True, True, True, False, False] * 2,
+        }
+    )
+    best = pd.DataFrame(
+        {
+            "trial_ids": [("a",), ("b",)],
+            "architecture": ["ResNet", "LeNet-5"],
+            "model": ["resnet_18", "lenet5"],
+            "pretrained": [False, False],
+            "seeds_ok": [1, 1],
+        }
+    )
+    figure = report_figures.curve_figure(epochs, best, value="val_loss", title="t", ylabel="validation loss")
+    ax = figure.axes[0]
+    low, high = ax.get_ylim()
+    assert ax.get_yscale() == "linear" and 1.5 < low < 1.6 and 2.1 < high < 2.3  # the curves use the whole height
+    assert [t.get_text() for t in ax.texts] == ["850"]  # the spike, written on the top edge
+    assert any(line.get_marker() == "^" for line in ax.lines)
+    calm = epochs.assign(val_loss=epochs.val_loss.where(epochs.epoch > 1, 2.2))
+    ax = report_figures.curve_figure(calm, best, value="val_loss", title="t", ylabel="validation loss").axes[0]
+    assert ax.get_ylim()[1] > 2.2 and not ax.texts  # nothing to cut
+
+
+def test_settings_that_differ_from_the_thesis_open_the_report(written):
+    markdown = (written / "report.md").read_text()
+    top = markdown.split("## Summary")[0]
+    assert "**Not the thesis's setup**" in top
+    for note in ("image_size 32 (thesis: 352)", "max_epochs 3 (thesis: 100)", "es_start 0 (thesis: 10)"):
+        assert note in top

@@ -1,11 +1,12 @@
-"""The PBC dataset (thesis §4.1-4.3): find the images, validate them once, drop duplicates, draw nested
-class-stratified tiers split 5:2:3, and decode each image once into a memory-mapped cache. Torch-free.
+"""The PBC dataset (thesis §4.1-4.3): find the images, validate them once, keep duplicates (as the thesis did) or drop
+them, draw nested class-stratified tiers split by the thesis's per-class rule (or exactly 5:2:3), and decode each image
+once into a memory-mapped cache. Torch-free.
 
     prepared = prepare(None)                      # the embedded 400-image sample; or a folder or the .zip
     x, y = load_split(prepared, "tiny", "train", cache_dir="~/.cache/raybench")
     batch = loop.to_input(torch.from_numpy(x[:32]).to(device), channels=3)
 
-Modules: `source` (finding, unpacking and downloading the data), `validation` (skipping broken files, dropping
+Modules: `source` (finding, unpacking and downloading the data), `validation` (skipping broken files, finding
 duplicates), `tiers` (the tiers and splits), `preparation` (`prepare`, its report) and `cache` (`preprocess`,
 the decode-once cache, `load_split`).
 
@@ -15,7 +16,7 @@ Command line: `python -m raybench.data download DEST` fetches the full dataset (
 
 from raybench.catalog import CLASSES, SPLITS  # the class folders and the split names, defined in catalog
 from raybench.data.cache import PREPROCESS_VERSION, load_split, preprocess
-from raybench.data.preparation import Prepared, PrepareReport, prepare
+from raybench.data.preparation import Prepared, PrepareReport, prepare, straddling_pairs
 from raybench.data.source import EMBEDDED_DATA, PBC_URL, PBC_ZIP, DownloadError, download, find_root
 from raybench.data.tiers import tier_counts, tiers_for
 from raybench.data.validation import DataWarning
@@ -36,6 +37,7 @@ __all__ = [
     "load_split",
     "prepare",
     "preprocess",
+    "straddling_pairs",
     "tier_counts",
     "tiers_for",
 ]

@@ -1,8 +1,16 @@
-"""Drawing the tiers and splits (thesis table 4.1, §4.3): nested, class-stratified tiers, each split 5:2:3 into
-train / val / test, with exact totals. Torch-free: numpy and pandas only.
+"""Drawing the tiers and splits (thesis table 4.1, §4.3): nested, class-stratified tiers, each split into train /
+val / test by one of two rules (catalog.SPLIT_RULES). Torch-free: numpy and pandas only.
 
-The counts come first (`tier_counts`: a class x split table per tier, each a stratified rounding of the next bigger
-one), then the images (`draw`: a seeded, content-keyed order per class cut into those counts).
+"thesis", the default, is the rule the thesis ran: per class, a tier takes its share of the class's images and splits
+them int(t/2) / int(t/5) / int(3t/10), the 0-3 left over unused (catalog.class_images, catalog.class_split). A tier's
+size is a number of images, shared between the classes in the proportions of the data at hand: t_c = n_c x size / N,
+n_c and N counted in that data (usable images, duplicates included unless dropped). On the full dataset these are the
+thesis's numbers; on a smaller sample a tier is still `size` images (the embedded 400 are the whole tiny tier), and it
+can be drawn as long as no class needs more images than it has. "exact" is table 4.1 as printed: a tier has its size
+and its splits the exact 5:2:3 shares of it, each tier a stratified rounding of the next bigger one.
+
+The counts come first (`tier_counts`: a class x split table per tier), then the images (`draw`: a seeded,
+content-keyed order per class cut into those counts).
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from raybench.catalog import CLASSES, SPLIT_RATIO, SPLITS, TIERS
+from raybench.catalog import CLASSES, SPLIT_RATIO, SPLIT_RULES, SPLITS, TIERS, class_images, class_split
 
 # ------------------------------------------------------------------------------------------------- rounding
 
@@ -99,42 +107,82 @@ def _augment(table, low, high, row_need, col_need, target) -> bool:
 # ---------------------------------------------------------------------------------------------------- tiers
 
 
-def resolve_tiers(tiers: dict[str, int | None] | None, usable: int) -> tuple[dict[str, int], dict[str, int]]:
-    """Requested tier sizes (None = all usable images) and the thesis tiers left out by default."""
-    if tiers is None:
-        wanted = {t: n for t, n in TIERS.items() if n is None or n <= usable}
-        omitted = {t: n for t, n in TIERS.items() if n is not None and n > usable}
+def check_split_rule(split_rule: str) -> None:
+    if split_rule not in SPLIT_RULES:
+        raise ValueError(f"unknown split_rule {split_rule!r}; split rules: {', '.join(SPLIT_RULES)}")
+
+
+def _thesis_table(class_counts: np.ndarray, size: int) -> np.ndarray:
+    """Class x split counts of a tier of `size` under the thesis's rule."""
+    return np.array([class_split(t) for t in class_images(class_counts.tolist(), size)], dtype=np.int64)
+
+
+def _fits(class_counts: np.ndarray, size: int, split_rule: str) -> bool:
+    if split_rule == "thesis":  # a tier a little bigger than the data may still round to what each class has
+        return bool((np.array(class_images(class_counts.tolist(), size)) <= class_counts).all())
+    return size <= class_counts.sum()
+
+
+def _empty_splits(class_counts: np.ndarray, size: int, split_rule: str) -> list[str]:
+    if split_rule == "thesis":
+        totals = _thesis_table(class_counts, size).sum(0)
     else:
-        if not isinstance(tiers, dict) or not tiers:
-            raise ValueError(
-                f"tiers must be a non-empty dict of tier name -> size (or None for all images), got {tiers!r}"
-            )
-        wanted, omitted = dict(tiers), {}
-    sizes = {}
-    for name, size in wanted.items():
+        totals = _largest_remainder(size, SPLIT_RATIO)
+    return [split for split, n in zip(SPLITS, totals, strict=True) if n == 0]
+
+
+def resolve_tiers(
+    tiers: dict[str, int | None] | None,
+    class_counts: Sequence[int],
+    *,
+    split_rule: str = "thesis",
+    omit_too_big: bool = False,
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Requested tier sizes (None = all usable images) and the tiers left out because the data is too small for them.
+
+    The thesis tiers (`tiers` None) are left out quietly when they do not fit, and so are `tiers` with
+    `omit_too_big`; otherwise a tier bigger than the data is a ValueError.
+    """
+    check_split_rule(split_rule)
+    class_counts = np.asarray(class_counts, dtype=np.int64)
+    usable = int(class_counts.sum())
+    if tiers is None:
+        tiers, omit_too_big = dict(TIERS), True
+    elif not isinstance(tiers, dict) or not tiers:
+        raise ValueError(f"tiers must be a non-empty dict of tier name -> size (or None for all images), got {tiers!r}")
+    sizes, omitted = {}, {}
+    for name, size in tiers.items():
         if not isinstance(name, str) or not name:
             raise ValueError(f"tier names must be non-empty strings, got {name!r}")
         if size is None:
             size = usable
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
             raise ValueError(f"tier {name!r}: size must be a positive integer or None (all images), got {size!r}")
-        if size > usable:
+        if not _fits(class_counts, int(size), split_rule):
+            if omit_too_big:
+                omitted[name] = int(size)
+                continue
             raise ValueError(
                 f"tier {name!r} needs {size} images but only {usable} usable images are available; "
                 "use the full dataset (python -m raybench.data download DEST) or a smaller tier"
             )
-        empty = [s for s, n in zip(SPLITS, _largest_remainder(int(size), SPLIT_RATIO), strict=True) if n == 0]
+        empty = _empty_splits(class_counts, int(size), split_rule)
         if empty:
-            raise ValueError(
-                f"tier {name!r} of {size} images leaves the {', '.join(empty)} split empty; use at least 3 images"
+            hint = (
+                "a class gives a tier's train split an image from 2 images on, test from 4 and val from 5 (the "
+                "thesis's rule); use a bigger tier or split_rule='exact'"
+                if split_rule == "thesis"
+                else "use at least 3 images"
             )
+            raise ValueError(f"tier {name!r} of {size} images leaves the {', '.join(empty)} split empty: {hint}")
         sizes[name] = int(size)
     return sizes, omitted
 
 
-def _tables(class_counts: np.ndarray, sizes: Sequence[int]) -> dict[int, np.ndarray]:
-    """Class x split counts for every size of the nesting chain: `sizes`, all usable images, and the thesis tiers
-    that fit. Drawn biggest first, each a stratified rounding of the next bigger one, so cells never grow downwards."""
+def _exact_tables(class_counts: np.ndarray, sizes: Sequence[int]) -> dict[int, np.ndarray]:
+    """The "exact" rule's class x split counts for every size of the nesting chain: `sizes`, all usable images, and
+    the thesis tiers that fit. Drawn biggest first, each a stratified rounding of the next bigger one, so cells never
+    grow downwards; the thesis tiers always take part, so a thesis tier is the same whichever tiers a run asks for."""
     usable = int(class_counts.sum())
     chain = sorted({usable, *sizes, *(n for n in TIERS.values() if n is not None and n <= usable)}, reverse=True)
     ratio = np.asarray(SPLIT_RATIO, dtype=np.int64)
@@ -152,17 +200,26 @@ def _tables(class_counts: np.ndarray, sizes: Sequence[int]) -> dict[int, np.ndar
     return drawn
 
 
-def tier_counts(class_counts: Sequence[int], tiers: dict[str, int | None] | None = None) -> dict[str, np.ndarray]:
+def _tables(class_counts: np.ndarray, sizes: Sequence[int], split_rule: str) -> dict[int, np.ndarray]:
+    """Class x split counts of every size in `sizes` and of all usable images, none of whose cells shrinks as the
+    size grows (so tiers nest). Under the thesis's rule each tier is its own rounding of the class counts."""
+    if split_rule == "thesis":
+        return {size: _thesis_table(class_counts, size) for size in {int(class_counts.sum()), *sizes}}
+    return _exact_tables(class_counts, sizes)
+
+
+def tier_counts(
+    class_counts: Sequence[int], tiers: dict[str, int | None] | None = None, *, split_rule: str = "thesis"
+) -> dict[str, np.ndarray]:
     """Images per class (rows, in CLASSES order) and split (columns: train, val, test) of each tier.
 
-    Totals are exact: a tier has its size and its splits the 5:2:3 shares of it (largest remainder). Tiers nest:
-    they are drawn biggest first, each a class-stratified rounding of the next bigger one, no cell exceeding it.
-    The thesis tiers that fit the data always take part in that chain, asked for or not, so a thesis tier is the
-    same images whichever thesis tiers a run asks for (a custom tier changes the draw of the tiers below it).
+    "thesis": per class c, t_c = n_c x size / N images (rounded half up) split int(t_c/2) / int(t_c/5) /
+    int(3 t_c/10). "exact": totals are exact, a tier has its size and its splits the 5:2:3 shares of it (largest
+    remainder). Either way tiers nest cell by cell: no smaller tier has more images of a class in a split.
     """
     class_counts = np.asarray(class_counts, dtype=np.int64)
-    sizes, _ = resolve_tiers(tiers, int(class_counts.sum()))
-    tables = _tables(class_counts, list(sizes.values()))
+    sizes, _ = resolve_tiers(tiers, class_counts, split_rule=split_rule)
+    tables = _tables(class_counts, list(sizes.values()), split_rule)
     return {name: tables[size] for name, size in sizes.items()}
 
 
@@ -176,15 +233,20 @@ def tiers_for(tier: str) -> dict[str, int | None]:
 # --------------------------------------------------------------------------------------------------- images
 
 
-def draw(images: pd.DataFrame, sizes: dict[str, int], *, seed: int) -> pd.DataFrame:
+def draw(images: pd.DataFrame, sizes: dict[str, int], *, seed: int, split_rule: str = "thesis") -> pd.DataFrame:
     """The manifest. Each class's images are put in a seeded order and cut into train, val and test blocks for all
-    usable images; a tier's (class, split) cell is a prefix of that block, so tiers nest split by split. Rows of a
-    split are sorted by the smallest tier holding them, so every tier's split is a prefix of the biggest one's."""
-    tables = _tables(np.bincount(images.label, minlength=len(CLASSES)), list(sizes.values()))
+    usable images (the thesis's rule leaves the last 0-3 of a class out); a tier's (class, split) cell is a prefix of
+    that block, so tiers nest split by split. Rows of a split are sorted by the smallest tier holding them, so every
+    tier's split is a prefix of the biggest one's."""
+    check_split_rule(split_rule)
+    tables = _tables(np.bincount(images.label, minlength=len(CLASSES)), list(sizes.values()), split_rule)
     chain = sorted(tables)  # smallest first
     everything = tables[chain[-1]]
-    # the order depends on content only: the same images draw the same way wherever they are stored
-    key = images.sha256.map(lambda sha: hashlib.sha256(f"{seed}:{sha}".encode()).hexdigest())
+    # the order depends on content only: the same images draw the same way wherever they are stored. A kept copy of
+    # an image (the 2nd, 3rd... by path) draws on its own, as each image did in the thesis's random split.
+    copy = images.groupby("sha256").cumcount()
+    content = images.sha256.where(copy == 0, images.sha256 + ":" + copy.astype(str))
+    key = content.map(lambda text: hashlib.sha256(f"{seed}:{text}".encode()).hexdigest())
     placed = []  # (split, level, label, rank, row of `images`)
     for label in range(len(CLASSES)):
         members = images.index[images.label == label][np.argsort(key[images.label == label].to_numpy(), kind="stable")]
@@ -195,7 +257,7 @@ def draw(images: pd.DataFrame, sizes: dict[str, int], *, seed: int) -> pd.DataFr
                 placed.append((s, level, label, rank, row))
             start += everything[label, s]
     placed.sort()
-    frames = []
+    frames = [images.iloc[:0].assign(tier="", split="")]  # no rows when no tier fits the data (a dry run's report)
     for tier, size in sizes.items():
         for s, split in enumerate(SPLITS):
             rows = [row for (s_, level, _, _, row) in placed if s_ == s and chain[level] <= size]

@@ -1,5 +1,6 @@
 """Validating the images once (thesis §4.1-4.2): every file of every class folder is read and fully decoded,
-files that cannot be used are skipped, and byte-identical images are dropped so that no duplicate straddles splits.
+files that cannot be used are skipped, and byte-identical images are listed: kept by default, as the thesis kept
+them, or dropped (dedupe) so that no duplicate straddles splits.
 """
 
 from __future__ import annotations
@@ -21,6 +22,28 @@ class DataWarning(UserWarning):
     """A file was skipped or dropped while preparing the data, or a decoded cache was rebuilt."""
 
 
+# Pixel modes that PIL turns into 8-bit RGB correctly (alpha dropped, as convert("RGB") does), and 16-bit greyscale,
+# which preprocess scales to 8 bits (65535 -> 255) first: PIL would clip it, and a 16-bit image would come out white.
+RGB_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr"})
+GREY16_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+
+
+def is_grey16(img: Image.Image) -> bool:
+    """16-bit greyscale: the I;16 modes, or mode I read from a PNG (older Pillow opens 16-bit greyscale PNGs so)."""
+    return img.mode in GREY16_MODES or (img.mode == "I" and img.format == "PNG")
+
+
+def pixel_problem(img: Image.Image) -> str | None:
+    """Why this image's pixels have no defined 8-bit greyscale (the thesis's luminance), or None when they have."""
+    if img.mode in RGB_MODES or is_grey16(img):
+        return None
+    if img.mode == "F":
+        return "32-bit float pixels have no defined 8-bit scale (save it as 8-bit)"
+    if img.mode.startswith("I"):
+        return f"{img.mode} integer pixels have no defined 8-bit scale (save it as 8-bit)"
+    return f"pixel mode {img.mode} has no defined conversion to 8-bit RGB (save it as 8-bit RGB)"
+
+
 def _inspect(path: Path) -> tuple[str, str | None]:
     """(sha256 of the file, None) for a usable image, else (sha256 or "", the reason to skip it)."""
     try:
@@ -32,19 +55,21 @@ def _inspect(path: Path) -> tuple[str, str | None]:
         with Image.open(io.BytesIO(content)) as img:
             img.load()  # a full decode: catches truncated and corrupt files here, not half-way through a grid
             width, height = img.size
+            problem = pixel_problem(img)
     except Image.UnidentifiedImageError:
         return sha, "not an image"
     except Exception as error:  # PIL raises OSError, SyntaxError, ValueError... for broken files
         return sha, f"cannot be decoded ({type(error).__name__}: {error})"
     if width < CROP or height < CROP:  # §4.2 crops 352x352: skip here rather than fail inside a trial
         return sha, f"too small ({width}x{height}; the centre crop needs {CROP}x{CROP})"
-    return sha, None
+    return sha, problem
 
 
 def scan(root: Path) -> tuple[pd.DataFrame, list[tuple[str, str]], int]:
     """Every file of every class folder, validated: (valid images sorted by path, skipped files, files seen).
 
-    Warnings point at the caller of `prepare`, which calls this.
+    Warnings point at the caller of `prepare`, which calls this. A class folder without a usable image is a
+    ValueError: the models have 8 outputs, and a class must not silently vanish from the tiers.
     """
     files = [
         (f"{name}/{p.name}", p, label)
@@ -62,15 +87,39 @@ def scan(root: Path) -> tuple[pd.DataFrame, list[tuple[str, str]], int]:
             skipped.append((image, problem))
         else:
             rows.append((image, sha, label, CLASSES[label]))
+    _check_every_class(root, [label for *_, label in files], {label for _, _, label, _ in rows})
     return pd.DataFrame(rows, columns=["image", "sha256", "label", "class_name"]), skipped, len(files)
 
 
-def drop_duplicates(images: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """Byte-identical images: one kept (first by path) when they share a class, all dropped when labels conflict."""
+def _check_every_class(root: Path, labels: list[int], usable: set[int]) -> None:
+    """Refuse, in one line, a dataset in which some class folder has no usable image."""
+    lacking = [
+        f"{root / name} ({f'none of its {labels.count(label)} files is usable' if label in labels else 'empty'})"
+        for label, name in enumerate(CLASSES)
+        if label not in usable
+    ]
+    if lacking:
+        raise ValueError(
+            f"no usable image in class folder {', '.join(lacking)}: each of the {len(CLASSES)} classes needs images "
+            "(the models have 8 outputs); put its images back or pass the complete dataset"
+        )
+
+
+def drop_duplicates(
+    images: pd.DataFrame, root: Path, *, drop: bool = True
+) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Byte-identical images: one kept (first by path) when they share a class, all dropped when labels conflict.
+
+    With `drop=False` (the thesis kept all 17,092 images) every copy stays, without warnings: the list then names
+    each copy after the first, for the report.
+    """
     dropped = []
     for _, group in images[images.sha256.duplicated(keep=False)].groupby("sha256", sort=False):
         names = sorted(group.image)
-        if group.label.nunique() > 1:
+        if not drop:
+            labels = "different labels" if group.label.nunique() > 1 else "same label"
+            dropped += [(name, f"same image as {names[0]} ({labels})") for name in names[1:]]
+        elif group.label.nunique() > 1:
             reason = "identical images with different labels (" + ", ".join(names) + "): all copies dropped"
             warnings.warn(
                 f"dropping {', '.join(str(root / n) for n in names)}: identical images with different labels",
@@ -82,5 +131,5 @@ def drop_duplicates(images: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, lis
             for name in names[1:]:
                 warnings.warn(f"dropping {root / name}: same image as {names[0]} (kept)", DataWarning, stacklevel=3)
                 dropped.append((name, f"same image as {names[0]} (kept)"))
-    gone = {name for name, _ in dropped}
+    gone = {name for name, _ in dropped} if drop else set()
     return images[~images.image.isin(gone)].reset_index(drop=True), dropped

@@ -17,14 +17,23 @@ from raybench.report.comparison import (
     configurations,
     map_comparison,
     map_curves,
-    pretrained_change,
+    maps_without_logits,
+    pretrained_ratios,
     trial_status,
 )
 from raybench.report.document import Report, build_report
 from raybench.report.inputs import Results, Thesis, expand_models, read_results, read_thesis, select
 from raybench.report.rendering import render_html, render_markdown
 from raybench.report.statistics import mean_interval, t_quantile, wilson_interval
-from raybench.report.tables import Table, architecture_table, change_table, map_table, tier_table, trials_table
+from raybench.report.tables import (
+    Table,
+    architecture_table,
+    change_table,
+    instability_table,
+    map_table,
+    tier_table,
+    trials_table,
+)
 
 __all__ = [
     "Report",
@@ -39,12 +48,14 @@ __all__ = [
     "compare_with_thesis",
     "configurations",
     "expand_models",
+    "instability_table",
     "main",
     "map_comparison",
     "map_curves",
     "map_table",
+    "maps_without_logits",
     "mean_interval",
-    "pretrained_change",
+    "pretrained_ratios",
     "read_results",
     "read_thesis",
     "render_html",

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from raybench import catalog, metrics
-from raybench.report.inputs import ARCHITECTURE_OF, KEYS, Results, Thesis, sort_rows, tier_rank
+from raybench.report.inputs import ARCHITECTURE_OF, KEYS, Results, Thesis, model_rank, sort_rows, tier_rank
 from raybench.report.statistics import mean_interval, wilson_interval
 
 
@@ -44,18 +44,21 @@ def _first(frame: pd.DataFrame, column: str):
 def configurations(trials: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration (model, tier, pretrained): its seeds' mean and 95% t-interval, and status.
 
-    status is "ok" (every expected seed finished), "partial", "failed" or "missing".
+    status is "ok" (every expected seed finished), "partial", "failed", "diverged" (its loss stopped being
+    finite) or "missing". Only finished ("ok") seeds enter the means; a failed or diverged seed is counted,
+    like a missing one. Any other status counts as failed.
     """
     rows = []
     for (model, tier, pretrained), group in trials.groupby(KEYS, sort=False):
         ok = group[group.status == "ok"]
-        counts = {s: int((group.status == s).sum()) for s in ("ok", "failed", "missing")}
+        counts = {s: int((group.status == s).sum()) for s in ("ok", "diverged", "missing")}
+        counts["failed"] = len(group) - sum(counts.values())
         if counts["ok"] == len(group):
             status = "ok"
         elif counts["ok"]:
             status = "partial"
         else:
-            status = "failed" if counts["failed"] else "missing"
+            status = next((s for s in ("failed", "diverged") if counts[s]), "missing")
         row = {
             "model": model,
             "tier": tier,
@@ -64,6 +67,7 @@ def configurations(trials: pd.DataFrame) -> pd.DataFrame:
             "status": status,
             "seeds_ok": counts["ok"],
             "seeds_failed": counts["failed"],
+            "seeds_diverged": counts["diverged"],
             "seeds_missing": counts["missing"],
             "seeds": ",".join(str(int(s)) for s in ok.seed.dropna()) if len(ok) else "",
             "trial_ids": tuple(ok.trial_id),
@@ -81,6 +85,9 @@ def configurations(trials: pd.DataFrame) -> pd.DataFrame:
         for column in ("batch_size", "image_size", "precision", "max_epochs", "n_train", "n_val", "n_test", "options"):
             row[column] = _first(source, column)
         row["device"] = ", ".join(sorted(set(ok.device.dropna()))) if "device" in ok and len(ok) else ""
+        predicted = pd.to_numeric(ok.get("classes_predicted", pd.Series(dtype=float)), errors="coerce").dropna()
+        row["classes_predicted"] = int(predicted.min()) if len(predicted) else pd.NA  # the worst seed's
+        row["seeds_collapsed"] = int((predicted <= metrics.COLLAPSE_CLASSES).sum())
         row["hit_epoch_limit"] = bool((ok.epochs >= ok.max_epochs).any()) if len(ok) else pd.NA
         rows.append(row)
     return sort_rows(pd.DataFrame(rows)) if rows else pd.DataFrame(columns=[*KEYS, "status"])
@@ -115,41 +122,84 @@ def compare_with_thesis(configs: pd.DataFrame, thesis: Thesis) -> pd.DataFrame:
 
 
 def best_per_architecture(comparison: pd.DataFrame, *, tier: str, pretrained: bool) -> pd.DataFrame:
-    """The configuration with the highest mean test accuracy of each architecture in one tier."""
+    """The configuration(s) with the highest mean test accuracy of each architecture in one tier (ties: each)."""
     group = comparison[(comparison.tier == tier) & (comparison.pretrained == pretrained) & (comparison.seeds_ok > 0)]
     if group.empty:
         return group
-    best = group.loc[group.groupby("architecture", sort=False).accuracy.idxmax()]
+    best = group[group.accuracy == group.groupby("architecture", sort=False).accuracy.transform("max")]
     rank = best.architecture.map(list(catalog.ARCHITECTURES).index)
-    return best.assign(_rank=rank).sort_values("_rank").drop(columns="_rank")
+    return best.assign(_rank=rank).sort_values("_rank", kind="stable").drop(columns="_rank")
+
+
+def ranking_outputs(rows: pd.DataFrame, classes: Sequence[str]) -> tuple[np.ndarray, str]:
+    """What mAP@N ranks one trial's test images by: its logits, or its softmax scores where no logits were stored.
+
+    Returns the matrix and "logits" or "scores". Results written before raybench stored logits have scores only;
+    the thesis's rule on them keeps its predicted images but not quite its order.
+    """
+    logits = [f"logit_{c}" for c in classes]
+    if set(logits) <= set(rows.columns) and rows[logits].notna().to_numpy().any():
+        return rows[logits].to_numpy(dtype=np.float64), "logits"
+    return rows[[f"score_{c}" for c in classes]].to_numpy(dtype=np.float64), "scores"
 
 
 def map_curves(predictions: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
-    """mAP@N for every N from 1 to the test size (fig. 5.14) of every trial: columns trial_id, n, map."""
-    columns = [f"score_{c}" for c in classes]
+    """mAP@N for every N from 1 to the test size (fig. 5.14) of every trial, the thesis's way (§5.1.1).
+
+    Columns trial_id, n, map and ranked_by ("logits", or "scores" for results stored without logits).
+    """
     frames = []
     for trial_id, group in predictions.groupby("trial_id", sort=False):
-        curve = metrics.map_curve(group[columns].to_numpy(dtype=np.float64), group.label.to_numpy())
-        frames.append(pd.DataFrame({"trial_id": trial_id, "n": np.arange(1, len(curve) + 1), "map": curve}))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["trial_id", "n", "map"])
+        outputs, ranked_by = ranking_outputs(group, classes)
+        curve = metrics.map_curve(outputs, group.label.to_numpy())
+        n = np.arange(1, len(curve) + 1)
+        frames.append(pd.DataFrame({"trial_id": trial_id, "n": n, "map": curve, "ranked_by": ranked_by}))
+    return (
+        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["trial_id", "n", "map", "ranked_by"])
+    )
 
 
-def pretrained_change(comparison: pd.DataFrame, thesis: Thesis) -> pd.DataFrame:
-    """Table 5.16: proportion change (pretrained - scratch) / scratch of accuracy, epochs and times."""
-    measures = ("accuracy", "epochs", "seconds_per_epoch", "train_seconds")
+def maps_without_logits(
+    trials: pd.DataFrame, predictions: pd.DataFrame, classes: Sequence[str]
+) -> tuple[pd.DataFrame, list[str]]:
+    """Trials whose predictions hold no logits, with mAP@5/@100 recomputed the thesis's way from the stored scores.
+
+    Such results were written when raybench ranked every test image by its softmax score; the recomputed
+    numbers follow §5.1.1 (only the images predicted as the class), ranked by score. Returns the trials
+    and the ids recomputed.
+    """
+    trials, redone = trials.copy(), []
+    for trial_id, group in predictions.groupby("trial_id", sort=False):
+        outputs, ranked_by = ranking_outputs(group, classes)
+        if ranked_by == "logits" or trial_id not in set(trials.trial_id):
+            continue
+        labels = group.label.to_numpy()
+        at = trials.trial_id == trial_id
+        trials.loc[at, "map_at_5"] = metrics.map_at_n(outputs, labels, 5)
+        trials.loc[at, "map_at_100"] = metrics.map_at_n(outputs, labels, 100)
+        redone.append(trial_id)
+    return trials, redone
+
+
+RATIO_MEASURES = ("parameters", "accuracy", "epochs", "seconds_per_epoch", "train_seconds")
+
+
+def pretrained_ratios(comparison: pd.DataFrame, thesis: Thesis) -> pd.DataFrame:
+    """Table 5.16: pretrained / from scratch of parameters (trainable), accuracy, epochs and times, ours and theirs."""
     ours = comparison.set_index(KEYS)
     published = thesis.results.rename(columns={"test_accuracy": "accuracy"}).set_index(KEYS)
     rows = []
     for model, tier in comparison[comparison.pretrained][["model", "tier"]].itertuples(index=False):
         row = {"model": model, "tier": tier, "architecture": ARCHITECTURE_OF.get(model, "other")}
-        for measure in measures:
+        for measure in RATIO_MEASURES:
             for prefix, table in (("", ours), ("thesis_", published)):
-                scratch = table[measure].get((model, tier, False), math.nan)
-                pre = table[measure].get((model, tier, True), math.nan)
+                column = pd.to_numeric(table[measure], errors="coerce")
+                scratch = column.get((model, tier, False), math.nan)
+                pre = column.get((model, tier, True), math.nan)
                 if prefix == "":
                     row[f"{measure}_scratch"], row[f"{measure}_pretrained"] = scratch, pre
-                row[f"{prefix}{measure}_change"] = (pre - scratch) / scratch if scratch else math.nan
-            row[f"{measure}_change_diff"] = row[f"{measure}_change"] - row[f"thesis_{measure}_change"]
+                row[f"{prefix}{measure}_ratio"] = pre / scratch if scratch else math.nan
+            row[f"{measure}_ratio_diff"] = row[f"{measure}_ratio"] - row[f"thesis_{measure}_ratio"]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -158,39 +208,35 @@ MAP_COLUMNS = ("map_at_5", "map_at_5_low", "map_at_5_high", "map_at_100", "map_a
 
 
 def map_comparison(comparison: pd.DataFrame, thesis: Thesis, *, tier: str, pretrained: bool) -> pd.DataFrame:
-    """mAP@5 and mAP@100 of each architecture's best configuration beside the thesis's best (tables 5.2...5.8, 5.17)."""
+    """mAP@5 and mAP@100 of each architecture's best configurations, ours and the thesis's (tables 5.2...5.8, 5.17).
+
+    One row per configuration that is a best one, ours (highest mean accuracy) or the thesis's (map.csv lists
+    several for some architectures and tiers: each is a row), with our numbers and the thesis's for it.
+    """
     best = best_per_architecture(comparison, tier=tier, pretrained=pretrained)
     published = thesis.maps[(thesis.maps.tier == tier) & (thesis.maps.pretrained == pretrained)]
     published = published.assign(architecture=published.model.map(ARCHITECTURE_OF))
+    ours_all = comparison[(comparison.tier == tier) & (comparison.pretrained == pretrained)].set_index("model")
+    accuracy = thesis.results.set_index(KEYS).test_accuracy
     rows = []
     for arch in catalog.ARCHITECTURES:
         ours = best[best.architecture == arch]
-        theirs = published[published.architecture == arch]
-        if ours.empty and theirs.empty:
-            continue
-        row = {"architecture": arch, "tier": tier, "pretrained": pretrained}
-        if len(ours):
-            o = ours.iloc[0]
-            row.update(model=o.model, accuracy=o.accuracy, seeds_ok=o.seeds_ok, **{c: o[c] for c in MAP_COLUMNS})
-        else:
-            row.update(model=None, accuracy=math.nan, seeds_ok=0, map_at_5=math.nan, map_at_100=math.nan)
-        if len(theirs):  # the thesis lists ties; compare with our model when it is one of them
-            match = theirs[theirs.model == row["model"]]
-            t = (match if len(match) else theirs).iloc[0]
-            row.update(
-                thesis_model=", ".join(theirs.model),
-                thesis_compared_model=t.model,
-                thesis_map_at_5=t.map_at_5,
-                thesis_map_at_100=t.map_at_100,
-            )
-        else:
-            row.update(
-                thesis_model=None, thesis_compared_model=None, thesis_map_at_5=math.nan, thesis_map_at_100=math.nan
-            )
-        row["map_at_5_diff"] = row["map_at_5"] - row["thesis_map_at_5"]
-        row["map_at_100_diff"] = row["map_at_100"] - row["thesis_map_at_100"]
-        rows.append(row)
-    return pd.DataFrame(rows)
+        theirs = published[published.architecture == arch].set_index("model")
+        models = sorted(set(ours.model) | set(theirs.index), key=model_rank)
+        for model in models:
+            row = {"architecture": arch, "model": model, "our_best": model in set(ours.model)}
+            row["thesis_best"] = model in theirs.index
+            o = ours_all.loc[model] if model in ours_all.index else None
+            ran = o is not None and o.seeds_ok > 0
+            row["status"] = o.status if o is not None else None
+            row.update(accuracy=o.accuracy if ran else math.nan, seeds_ok=int(o.seeds_ok) if o is not None else 0)
+            row.update({c: o[c] if ran else math.nan for c in MAP_COLUMNS})
+            row["thesis_accuracy"] = accuracy.get((model, tier, pretrained), math.nan)
+            for n in (5, 100):
+                row[f"thesis_map_at_{n}"] = theirs[f"map_at_{n}"].get(model, math.nan)
+                row[f"map_at_{n}_diff"] = row[f"map_at_{n}"] - row[f"thesis_map_at_{n}"]
+            rows.append(row)
+    return pd.DataFrame(rows).assign(tier=tier, pretrained=pretrained)
 
 
 def groups(comparison: pd.DataFrame) -> list[tuple[tuple[str, bool], pd.DataFrame]]:

@@ -9,14 +9,15 @@ from collections.abc import Sequence
 import pandas as pd
 from matplotlib.figure import Figure
 
-from raybench import catalog
+from raybench import catalog, metrics
 from raybench.report.comparison import (
     best_per_architecture,
     compare_with_thesis,
     configurations,
     groups,
     map_curves,
-    pretrained_change,
+    maps_without_logits,
+    pretrained_ratios,
     trial_status,
 )
 from raybench.report.figures import (
@@ -25,11 +26,21 @@ from raybench.report.figures import (
     curve_figure,
     heatmap_figure,
     map_figure,
+    ratio_figure,
     size_figure,
     speed_scatter,
 )
 from raybench.report.inputs import Results, Thesis
-from raybench.report.tables import Table, architecture_table, change_table, map_table, tier_table, trials_table
+from raybench.report.tables import (
+    ARCHITECTURE_TABLES,
+    Table,
+    architecture_table,
+    change_table,
+    instability_table,
+    map_table,
+    tier_table,
+    trials_table,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,17 +124,33 @@ def settings_notes(comparison: pd.DataFrame) -> list[str]:
     return notes
 
 
+def unstable_trials(trials: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(collapsed, diverged): the trials predicting at most 2 classes on the test set, and those whose loss diverged."""
+    collapsed = trials[trials.collapsed.fillna(False).astype(bool)] if "collapsed" in trials else trials.iloc[:0]
+    return collapsed, trials[trials.status == "diverged"]
+
+
 def summary(
     trials: pd.DataFrame, comparison: pd.DataFrame, *, has_plan: bool, tiers_not_run: Sequence[str]
 ) -> list[str]:
-    """The report's opening bullets: what ran, what is missing, how it agrees with the thesis, how fast."""
+    """The report's opening bullets: what ran, what is missing, what was unstable, how it agrees with the thesis."""
     count = trials.status.value_counts()
+    failed = int(len(trials) - count.get("ok", 0) - count.get("missing", 0) - count.get("diverged", 0))
+    diverged = f"{int(count['diverged'])} diverged, " if count.get("diverged", 0) else ""
     expected = "planned in plan.parquet" if has_plan else "thesis configurations of the tiers that ran; no plan.parquet"
     statuses = ", ".join(f"{n} {s}" for s, n in comparison.status.value_counts().items())
     items = [
-        f"Trials: {int(count.get('ok', 0))} finished, {int(count.get('failed', 0))} failed, "
+        f"Trials: {int(count.get('ok', 0))} finished, {failed} failed, {diverged}"
         f"{int(count.get('missing', 0))} missing ({expected}). Configurations: {len(comparison)} ({statuses})."
     ]
+    collapsed, diverging = unstable_trials(trials)
+    finished = collapsed[collapsed.status == "ok"]
+    names = ", ".join(finished.trial_id.astype(str).head(8)) + (", …" if len(finished) > 8 else "")
+    items.append(
+        f"Unstable trials: {len(finished)} of {int(count.get('ok', 0))} finished trials collapsed to at most "
+        f"{metrics.COLLAPSE_CLASSES} predicted classes on the test set{f' ({names})' if len(finished) else ''}; "
+        f'{len(diverging)} diverged (the loss stopped being finite). See "Unstable trials".'
+    )
     if tiers_not_run:
         items.append(
             f"Thesis tiers with no trials here: {', '.join(tiers_not_run)} "
@@ -163,26 +190,31 @@ def summary(
             f"on one {catalog.THESIS_DEVICE} (range ×{ratio.min():.3g} to ×{ratio.max():.3g}, "
             f"{len(g)} configurations; ×1 = as fast, below 1 = faster)."
         )
-    notes = settings_notes(comparison)
-    if notes:
-        items.append("Not the thesis's setup, so differences are expected: " + "; ".join(notes) + ".")
     return items
 
 
 METHOD_NOTES = (
     "Configuration = model × tier × pretrained; several seeds of one configuration give its mean and a 95% "
     "Student-t interval of the mean (tables: [low, high], clipped to [0, 1] for accuracy and mAP; figures: bars or "
-    "shaded bands). Confusion matrices sum the seeds.",
+    "shaded bands). Confusion matrices sum the seeds. Failed and diverged seeds do not enter the means.",
     "Binomial check: the thesis's accuracy p and our test-set size n give the 95% Wilson score interval; a "
     "configuration agrees when our (mean) accuracy lies inside it, i.e. within the spread test-set sampling alone "
     "produces. Without a finished trial the thesis's tier test size is used (table 4.1).",
     "Δ = ours − thesis's; × = ours / thesis's (times). s/epoch = total training time (training and validation) "
-    "/ epochs, as in the thesis. Epochs marked * reached the epoch limit (100 in the thesis).",
-    "Best configuration of an architecture = highest mean test accuracy in that tier; it is what the loss, confusion, "
-    "mAP and learning-rate figures show.",
-    "mAP@N (§5.1.1) is computed here for every N from the stored softmax scores (predictions.parquet); "
-    "ties keep test-set order.",
-    "Tables 5.9-5.14 follow the architecture order LeNet-5, ResNet, MobileNetV3, ConvNeXt, ViT, MLP-Mixer.",
+    "/ epochs, as in the thesis. Epochs marked * reached the epoch limit (100 in the thesis). Table 5.16 divides "
+    "each pretrained number by the same model's from scratch.",
+    "Best configuration of an architecture = highest mean test accuracy in that tier (ties: each); it is what the "
+    "loss, confusion, mAP and learning-rate figures show.",
+    "mAP@N as §5.1.1: for each class, the test images predicted as that class (highest output) are ranked by their "
+    "raw output (logit) for it, and the true positives among the first N are divided by N, also when fewer than N "
+    "were predicted (a class never predicted scores 0); mAP@N is the mean over the 8 classes. Computed from the "
+    "logits in predictions.parquet; ties keep test-set order.",
+    "Collapsed = the tested model predicts at most 2 of the 8 classes on the test set; diverged = the training or "
+    "validation loss stopped being finite, which ends a trial (its last improvement, if any, is tested).",
+    "Validation-loss axes are linear and cut above spikes (values beyond Q3 + 3 IQR of the drawn ones, when they "
+    "would squash the rest into less than half the height): cut-off epochs are triangles on the top edge with "
+    "their values written. Linear, not log, because early stopping asks for an absolute drop of 0.1 (§4.4).",
+    "Tables 5.9-5.14 follow the thesis's order: LeNet-5, ResNet, MobileNetV3, ViT, MLP-Mixer, ConvNeXt.",
     "Thesis numbers: Foix Romero (2022), chapter 5, shipped in raybench/thesis/.",
 )
 
@@ -191,7 +223,11 @@ METHOD_NOTES = (
 
 
 def build_report(results: Results, thesis: Thesis, *, tiers: Sequence[str] = (), filters: str = "") -> Report:
-    """The whole document: summary, per-tier sections, pretrained, per architecture, all trials, method."""
+    """The whole document: setup and summary, unstable trials, per-tier sections, per architecture, all trials."""
+    redone: list[str] = []
+    if len(results.predictions):
+        remapped, redone = maps_without_logits(results.trials, results.predictions, results.classes)
+        results = dataclasses.replace(results, trials=remapped)
     trials = trial_status(results, thesis, tiers=tiers)
     comparison = compare_with_thesis(configurations(trials), thesis)
     curves = map_curves(results.predictions, results.classes)
@@ -202,12 +238,24 @@ def build_report(results: Results, thesis: Thesis, *, tiers: Sequence[str] = (),
         if t not in ran_tiers and not tiers and results.plan is None and len(thesis.results[thesis.results.tier == t])
     ]
     has_plan = results.plan is not None
+    notes = settings_notes(comparison)
+    setup = (
+        "**Not the thesis's setup**, so differences are expected: " + "; ".join(notes) + "."
+        if notes
+        else "Setup: the thesis's (image size, epochs, precision, learning rate, early stopping and tier sizes)."
+    )
+    if redone:
+        setup += (
+            f" {len(redone)} trial(s) stored no logits (written by an earlier raybench): their mAP is recomputed "
+            "here the thesis's way but ranked by softmax score, close to, not exactly, the thesis's ranking."
+        )
     blocks: list[Block] = [
         Paragraph(
             f"Results folder `{results.name}`{filters}. Every number of ours stands beside the thesis's "
             f"(Foix Romero 2022, chapter 5) and the difference; tables are numbered as in the thesis and are "
             f"also in tables/ as CSV."
         ),
+        Paragraph(setup),
         Heading(2, "Summary"),
         Bullets(tuple(summary(trials, comparison, has_plan=has_plan, tiers_not_run=tiers_not_run))),
     ]
@@ -231,23 +279,89 @@ def build_report(results: Results, thesis: Thesis, *, tiers: Sequence[str] = (),
                 speed_scatter(comparison),
             ),
         ]
-    change = pretrained_change(comparison, thesis)
+    blocks += _unstable_section(results, trials)
+    ratios = pretrained_ratios(comparison, thesis)
     for (tier, pretrained), _ in groups(comparison):
-        blocks += _group_section(results, thesis, comparison, curves, change, tier=tier, pretrained=pretrained)
+        blocks += _group_section(results, thesis, comparison, curves, ratios, tier=tier, pretrained=pretrained)
     blocks.append(Heading(2, "By architecture"))
-    for arch in catalog.ARCHITECTURES:
+    ordered = [*ARCHITECTURE_TABLES, *(a for a in catalog.ARCHITECTURES if a not in ARCHITECTURE_TABLES)]
+    for arch in ordered:
         scratch = comparison[(comparison.architecture == arch) & ~comparison.pretrained]
         if scratch.empty:
             continue
         blocks += [Heading(3, arch), architecture_table(comparison, arch)]
         if (scratch.seeds_ok > 0).any():
+            slug = arch.lower()
             caption = (
                 f"{arch}: test accuracy against the number of training images (cf. thesis figs. 5.17-5.26); "
                 "ours solid with 95% t-interval bars, the thesis's dashed."
             )
-            blocks.append(Plot(f"training_size_{arch.lower()}", caption, size_figure(comparison, thesis, arch)))
+            blocks.append(Plot(f"training_size_{slug}", caption, size_figure(comparison, thesis, arch)))
+            caption = (
+                f"{arch}: seconds per epoch against the number of training images (the times of table "
+                f"{ARCHITECTURE_TABLES.get(arch, '5.9-5.14')}); ours solid, the thesis's dashed "
+                f"({catalog.THESIS_DEVICE}); log axis."
+            )
+            figure = size_figure(comparison, thesis, arch, value="seconds_per_epoch")
+            blocks.append(Plot(f"epoch_time_{slug}", caption, figure))
     blocks += [Heading(2, "All trials"), trials_table(trials), Heading(2, "Method"), Bullets(METHOD_NOTES)]
     return Report(f"raybench report: {results.name}", blocks)
+
+
+MAX_PANELS = 12  # confusion matrices of unstable trials drawn at most
+
+
+def _unstable_section(results: Results, trials: pd.DataFrame) -> list[Block]:
+    """The trials that collapsed or diverged: a table, their confusion matrices and validation losses."""
+    collapsed, diverged = unstable_trials(trials)
+    blocks: list[Block] = [Heading(2, "Unstable trials")]
+    if collapsed.empty and diverged.empty:
+        return [*blocks, Paragraph("No trial collapsed to 2 or fewer predicted classes, and none diverged.")]
+    blocks.append(instability_table(trials, results.classes))
+    unstable = pd.concat([collapsed, diverged[~diverged.trial_id.isin(collapsed.trial_id)]], ignore_index=True)
+    rows = pd.DataFrame(
+        {
+            "trial_ids": [(t,) for t in unstable.trial_id],
+            "label": [f"{t} ({s})" for t, s in zip(unstable.trial_id, unstable.status, strict=True)],
+            "architecture": unstable.architecture,
+            "model": unstable.model,
+            "pretrained": unstable.pretrained,
+            "seeds_ok": 1,
+            "accuracy": unstable.test_accuracy,
+        }
+    )
+    has_matrix = unstable.confusion_matrix.map(lambda m: m is not None and not isinstance(m, float) and len(m) > 0)
+    with_matrix = rows[has_matrix.to_numpy(dtype=bool)]
+    if len(with_matrix):
+        more = f" (the first {MAX_PANELS} of {len(with_matrix)})" if len(with_matrix) > MAX_PANELS else ""
+        blocks.append(
+            Plot(
+                "confusion_unstable",
+                f"Confusion matrices of the unstable trials{more}: a collapsed model puts (nearly) every test "
+                "image in one or two columns.",
+                confusion_figure(
+                    with_matrix.head(MAX_PANELS), results.trials, results.classes, title="Unstable trials"
+                ),
+            )
+        )
+    epochs = results.epochs[results.epochs.trial_id.isin(unstable.trial_id)]
+    if len(epochs):
+        blocks.append(
+            Plot(
+                "val_loss_unstable",
+                "Validation loss per epoch of the unstable trials (one line each; dots: the tested epoch); "
+                "cut-off values are written on the top edge.",
+                curve_figure(
+                    epochs,
+                    rows.head(MAX_PANELS),
+                    value="val_loss",
+                    title="Validation loss, unstable trials",
+                    ylabel="validation loss",
+                ),
+                epochs,
+            )
+        )
+    return blocks
 
 
 def _group_section(
@@ -255,7 +369,7 @@ def _group_section(
     thesis: Thesis,
     comparison: pd.DataFrame,
     curves: pd.DataFrame,
-    change: pd.DataFrame,
+    ratios: pd.DataFrame,
     *,
     tier: str,
     pretrained: bool,
@@ -268,7 +382,19 @@ def _group_section(
         tier_table(comparison, tier=tier, pretrained=pretrained),
     ]
     if pretrained:
-        blocks.append(change_table(change, tier=tier))
+        ratio = change_table(ratios, tier=tier)
+        blocks.append(ratio)
+        if len(ratio.data) and ratio.data[["accuracy_ratio", "thesis_accuracy_ratio"]].notna().any(axis=None):
+            blocks.append(
+                Plot(
+                    f"pretrained_ratio_{tier}",
+                    f"{ratio.title.split(':')[0]} drawn: each pretrained number divided "
+                    "by the same model's from scratch, ours (solid) beside the thesis's (hatched); log axis, ×1 = "
+                    "no change.",
+                    ratio_figure(ratio.data, title=f"Pretrained / from scratch, tier {tier}"),
+                    ratio.data,
+                )
+            )
     maps = map_table(comparison, thesis, tier=tier, pretrained=pretrained)
     blocks.append(maps)
     best = best_per_architecture(comparison, tier=tier, pretrained=pretrained)
@@ -283,7 +409,8 @@ def _group_section(
         Plot(
             f"val_loss_{slug}",
             f"Validation loss per epoch of the best configuration of each architecture, {where} "
-            "(cf. thesis figs. 5.1, 5.4, 5.6); dots mark the tested epoch (last improvement, fig. 4.5).",
+            "(cf. thesis figs. 5.1, 5.4, 5.6); dots mark the tested epoch (last improvement, fig. 4.5); a first-epoch "
+            "spike is cut off at the top edge, its value written (linear axis, see Method).",
             curve_figure(epochs, best, value="val_loss", title=f"Validation loss, {where}", ylabel="validation loss"),
             epochs,
         ),
@@ -295,8 +422,9 @@ def _group_section(
         ),
         Plot(
             f"map_curve_{slug}",
-            f"mAP@N for every N from 1 to the test size, {where} (cf. thesis fig. 5.14), from the stored scores; "
-            "crosses: the thesis's mAP@5 and mAP@100 of its best configuration of the architecture.",
+            f"mAP@N for every N from 1 to the test size, {where} (cf. thesis fig. 5.14), the thesis's way from the "
+            "stored logits (see Method); crosses: the thesis's mAP@5 and mAP@100 of its best configurations of the "
+            "architecture.",
             map_figure(curves, best, maps.data, title=f"mAP@N, {where}"),
             chosen,
         ),

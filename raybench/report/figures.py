@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, NullLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
 
 from raybench import catalog
 from raybench.report.formatting import config_label, is_missing
@@ -34,6 +34,44 @@ def _color(architecture: str) -> str:
     return ARCHITECTURE_COLOR.get(architecture, "black")
 
 
+# Tukey's far-out fence: drawn values above Q3 + 3 IQR are spikes (a first epoch, a diverging one), not a curve's shape.
+FENCE = 3.0
+
+
+def _clip_spikes(ax) -> bool:
+    """Cut a linear y axis above the far-out fence when the spikes would squash the other values into less than
+    half of its height; each cut-off point is drawn on the top edge, its value written beside it. True if cut.
+
+    Linear rather than log: early stopping asks for an absolute drop of 0.1 (§4.4), which a linear axis shows
+    at the same height everywhere, and the rest of the axis then goes to the epochs that decide the tested one.
+    """
+    lines = [(line, np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)) for line in ax.lines]
+    if not lines:
+        return False
+    values = np.concatenate([y for _, _, y in lines])
+    finite = values[np.isfinite(values)]
+    if len(finite) < 4:
+        return False
+    q1, q3 = np.percentile(finite, [25, 75])
+    fence = q3 + FENCE * max(q3 - q1, 0.05 * abs(q3))
+    kept = finite[finite <= fence]
+    spread = kept.max() - kept.min()
+    if np.isfinite(values).all() and finite.max() - kept.max() <= max(spread, 1e-12):
+        return False  # no spike, or one that leaves the other values most of the height
+    pad = 0.08 * (spread or abs(kept.max()) or 1.0)
+    edge = kept.max() + pad
+    ax.set_ylim(kept.min() - pad, edge)
+    for line, x, y in lines:
+        cut = np.isinf(y) | (y > fence)
+        for xi, yi in zip(x[cut], y[cut], strict=True):
+            ax.plot([xi], [edge], marker="^", color=line.get_color(), markersize=7, linestyle="none", clip_on=False)
+            ax.annotate(
+                f"{yi:.3g}", (xi, edge), xytext=(4, -10), textcoords="offset points", fontsize=7, color=line.get_color()
+            )
+    ax.plot([], [], marker="^", color="black", linestyle="none", label="beyond the axis (value written)")
+    return True
+
+
 def _legend(ax, *, outside: bool = False, **kw) -> None:
     handles, labels = ax.get_legend_handles_labels()
     if handles and outside:
@@ -55,7 +93,8 @@ def curve_figure(
     """One line per configuration over epochs, tested epochs marked.
 
     Several seeds: their mean with a shaded 95% t-interval, or with `steps` (a schedule, where a mean of
-    step functions would invent steps) one line per seed.
+    step functions would invent steps) one line per seed. Rows may carry their own `label`. Without `log`
+    the axis is linear and cut above spikes (`_clip_spikes`).
     """
     fig = _figure(7.5, 4.2)
     ax = fig.add_subplot()
@@ -66,7 +105,7 @@ def curve_figure(
             continue
         color = _color(row.architecture)
         seeds = f" ({row.seeds_ok} seeds)" if row.seeds_ok > 1 else ""
-        label = f"{row.architecture}: {config_label(row.model, row.pretrained)}{seeds}"
+        label = getattr(row, "label", None) or f"{row.architecture}: {config_label(row.model, row.pretrained)}{seeds}"
         if steps:
             for k, (_, seed) in enumerate(own.groupby("trial_id", sort=False)):
                 ax.plot(
@@ -80,7 +119,8 @@ def curve_figure(
                 )
             continue
         band = seed_band(own, by="epoch", value=value)
-        ax.plot(band.epoch, band["mean"], color=color, label=label, linewidth=1.6)
+        same = int((best.architecture.iloc[:i] == row.architecture).sum())  # ties and trials share a colour
+        ax.plot(band.epoch, band["mean"], color=color, label=label, linewidth=1.6, linestyle=styles[same % 4])
         if (band["count"] > 1).any():
             ax.fill_between(band.epoch, band.low, band.high, color=color, alpha=0.18, linewidth=0)
         # fig. 4.5: the tested checkpoint is the last improvement
@@ -88,9 +128,10 @@ def curve_figure(
         points = own.set_index(["trial_id", "epoch"])[value]
         ys = [points.get((t, e), math.nan) for t, e in tested.items()]
         ax.scatter(tested.to_numpy(), ys, color=color, marker="o", s=28, zorder=3, edgecolor="white")
-    drawn = np.concatenate([line.get_ydata() for line in ax.lines]) if ax.lines else np.ones(1)
-    if log or (drawn.min() > 0 and drawn.max() / drawn.min() > 30):  # a diverging epoch would flatten the other curves
+    if log:
         ax.set_yscale("log")
+    else:
+        _clip_spikes(ax)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
@@ -120,15 +161,18 @@ def confusion_figure(best: pd.DataFrame, trials: pd.DataFrame, classes: Sequence
         ax.set_xticks(ticks, classes, rotation=60, ha="right", fontsize=7)
         ax.set_yticks(ticks, classes, fontsize=7)
         seeds = f", {row.seeds_ok} seeds summed" if row.seeds_ok > 1 else ""
-        label = config_label(row.model, row.pretrained)
-        ax.set_title(f"{row.architecture}: {label}\naccuracy {row.accuracy:.3f}{seeds}", fontsize=9)
+        label = getattr(row, "label", None) or f"{row.architecture}: {config_label(row.model, row.pretrained)}"
+        ax.set_title(f"{label}\naccuracy {row.accuracy:.3f}{seeds}", fontsize=9)
         ax.set_xlabel("predicted", fontsize=8)
         ax.set_ylabel("true", fontsize=8)
     return fig
 
 
 def map_figure(curves: pd.DataFrame, best: pd.DataFrame, maps: pd.DataFrame, *, title: str) -> Figure:
-    """mAP@N for N = 1..test size of each architecture's best configuration; the thesis's mAP@5/@100 as crosses."""
+    """mAP@N for N = 1..test size of each architecture's best configurations; the thesis's mAP@5/@100 as crosses.
+
+    `maps` is the mAP table's data: the crosses are its thesis's best configurations of the architectures drawn.
+    """
     fig = _figure(7.5, 4.2)
     ax = fig.add_subplot()
     for row in best.itertuples():
@@ -140,10 +184,12 @@ def map_figure(curves: pd.DataFrame, best: pd.DataFrame, maps: pd.DataFrame, *, 
         ax.plot(band.n, band["mean"], color=color, linewidth=1.5, label=label)
         if (band["count"] > 1).any():
             ax.fill_between(band.n, band.low, band.high, color=color, alpha=0.18, linewidth=0)
-        theirs = maps[maps.architecture == row.architecture]
-        if len(theirs) and not is_missing(theirs.iloc[0].thesis_map_at_5):
-            ys = [theirs.iloc[0].thesis_map_at_5, theirs.iloc[0].thesis_map_at_100]
-            ax.scatter([5, 100], ys, marker="x", color=color, s=45, zorder=3)
+    theirs = maps[maps.architecture.isin(set(best.architecture)) & maps.thesis_best.astype(bool)] if len(maps) else maps
+    for r in theirs.itertuples():
+        if not is_missing(r.thesis_map_at_5):
+            ax.scatter(
+                [5, 100], [r.thesis_map_at_5, r.thesis_map_at_100], marker="x", color=_color(r.architecture), s=45
+            )
     ax.scatter([], [], marker="x", color="black", label="thesis: mAP@5, mAP@100 of its best")
     ax.set_xscale("log")
     ax.set_ylim(-0.02, 1.02)
@@ -155,8 +201,16 @@ def map_figure(curves: pd.DataFrame, best: pd.DataFrame, maps: pd.DataFrame, *, 
     return fig
 
 
-def size_figure(comparison: pd.DataFrame, thesis: Thesis, architecture: str) -> Figure:
-    """Test accuracy against training-set size per configuration: ours solid (t-interval bars), thesis dashed."""
+SIZE_MEASURES = {  # what size_figure can draw: ours, the thesis's column, axis label, log axis
+    "accuracy": ("accuracy", "test_accuracy", "test accuracy", False),
+    "seconds_per_epoch": ("seconds_per_epoch", "seconds_per_epoch", "seconds per epoch", True),
+}
+
+
+def size_figure(comparison: pd.DataFrame, thesis: Thesis, architecture: str, *, value: str = "accuracy") -> Figure:
+    """Test accuracy (or seconds per epoch) against training-set size per configuration: ours solid, the thesis's
+    dashed; accuracy with 95% t-interval bars over seeds."""
+    ours_column, thesis_column, ylabel, log = SIZE_MEASURES[value]
     fig = _figure(7.0, 4.2)
     ax = fig.add_subplot()
     ours = comparison[(comparison.architecture == architecture) & ~comparison.pretrained & (comparison.seeds_ok > 0)]
@@ -168,12 +222,15 @@ def size_figure(comparison: pd.DataFrame, thesis: Thesis, architecture: str) -> 
         color = palette[i % len(palette)]
         mine = ours[ours.model == model].assign(n=lambda f: pd.to_numeric(f.n_train)).sort_values("n")
         if len(mine):
-            err = np.vstack([mine.accuracy - mine.accuracy_low, mine.accuracy_high - mine.accuracy]).astype(float)
+            err = None
+            if value == "accuracy":
+                err = np.vstack([mine.accuracy - mine.accuracy_low, mine.accuracy_high - mine.accuracy]).astype(float)
+                err = np.nan_to_num(err)
             dodge = 1 + 0.025 * (i - (len(names) - 1) / 2)  # side by side, so that the bars stay apart
             ax.errorbar(
                 mine.n * dodge,
-                mine.accuracy,
-                yerr=np.nan_to_num(err),
+                pd.to_numeric(mine[ours_column]),
+                yerr=err,
                 color=color,
                 marker="o",
                 capsize=2,
@@ -187,7 +244,7 @@ def size_figure(comparison: pd.DataFrame, thesis: Thesis, architecture: str) -> 
             label = None if len(mine) else f"{model} (thesis only)"
             ax.plot(
                 theirs.n,
-                theirs.test_accuracy,
+                theirs[thesis_column],
                 color=color,
                 linestyle="--",
                 marker="s",
@@ -202,12 +259,15 @@ def size_figure(comparison: pd.DataFrame, thesis: Thesis, architecture: str) -> 
         ticks.setdefault(int(r.n_train), f"{int(r.n_train)}\n{r.tier} (ours)")
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticks(list(ticks), list(ticks.values()), fontsize=8)
-    ax.set_ylim(0, 1)
+    if log:
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(0, 1)
     ax.set_xlabel("training images")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(f"{architecture}: test accuracy against training-set size", fontsize=11)
-    ax.grid(alpha=0.3)
-    _legend(ax, loc="lower right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{architecture}: {ylabel} against training-set size", fontsize=11)
+    ax.grid(alpha=0.3, which="both" if log else "major")
+    _legend(ax, loc="best" if log else "lower right")
     return fig
 
 
@@ -328,4 +388,40 @@ def speed_scatter(comparison: pd.DataFrame) -> Figure:
     ax.set_title("Seconds per epoch, ours against the thesis's", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     _legend(ax, outside=True)
+    return fig
+
+
+def ratio_figure(ratios: pd.DataFrame, *, title: str) -> Figure:
+    """Table 5.16 drawn: pretrained / from scratch of accuracy, epochs and times per model, ours beside the thesis's."""
+    measures = (
+        ("accuracy", "accuracy"),
+        ("epochs", "epochs"),
+        ("seconds_per_epoch", "seconds per epoch"),
+        ("train_seconds", "training time"),
+    )
+    models = list(ratios.model)
+    fig = _figure(11.0, 1.6 + 0.32 * max(len(models), 1))
+    fig.suptitle(title, fontsize=11)
+    y = np.arange(len(models))
+    for k, (measure, name) in enumerate(measures):
+        ax = fig.add_subplot(1, len(measures), k + 1)
+        ours = pd.to_numeric(ratios[f"{measure}_ratio"], errors="coerce").to_numpy(float)
+        theirs = pd.to_numeric(ratios[f"thesis_{measure}_ratio"], errors="coerce").to_numpy(float)
+        colors = [_color(a) for a in ratios.architecture]
+        # bars start at ×1 (no change), leftwards for less, on a log axis where ×2 and ×0.5 are as long
+        ax.barh(y - 0.2, np.nan_to_num(ours - 1), left=1, height=0.38, color=colors, label="ours")
+        ax.barh(y + 0.2, np.nan_to_num(theirs - 1), left=1, height=0.38, color="none", edgecolor=colors, hatch="///")
+        ax.barh([], [], color="none", edgecolor="black", hatch="///", label="thesis")
+        ax.axvline(1, color="black", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"×{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_yticks(y, models if k == 0 else [""] * len(models), fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(f"{name}\npretrained / from scratch", fontsize=9)
+        ax.grid(alpha=0.3, axis="x", which="both")
+        if k == 0:
+            _legend(ax, loc="lower right")
     return fig

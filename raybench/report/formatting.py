@@ -13,7 +13,7 @@ def is_missing(value) -> bool:
 
 
 def fmt(value, kind: str) -> str:
-    """One cell: kinds int, sint (signed), acc, sacc (signed), sec, ratio, pct, spct, bool, text."""
+    """One cell: kinds int, sint (signed), acc, sacc (signed), sec, ratio, sfloat (signed), pct, spct, bool, text."""
     if is_missing(value):
         return "–"
     if kind == "int":
@@ -32,6 +32,8 @@ def fmt(value, kind: str) -> str:
         return f"{value:.1f}" if value < 1000 else f"{value:,.0f}"
     if kind == "ratio":
         return f"×{value:.2g}" if value < 0.1 else f"×{value:.2f}"
+    if kind == "sfloat":
+        return f"{value:+.2f}"
     if kind == "pct":
         return f"{100 * value:+.1f}%"
     if kind == "spct":

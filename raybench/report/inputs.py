@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from raybench import catalog
+from raybench import catalog, metrics
 from raybench.results import decode_classes, read_plan, read_table
 
 KEYS = ["model", "tier", "pretrained"]  # what makes a configuration
@@ -53,9 +54,27 @@ def read_results(folder: str | Path) -> Results:
     classes = decode_classes(pred_meta or meta, predictions.columns)
     trials = trials.drop_duplicates("trial_id", keep="last").reset_index(drop=True)
     trials["pretrained"] = trials["pretrained"].astype(bool)
+    trials = with_collapse(trials)
     if plan is not None:
         plan = plan.assign(pretrained=plan["pretrained"].astype(bool))
     return Results(folder.name, trials, epochs, predictions, plan, classes)
+
+
+def _classes_in(matrix) -> float:
+    """How many classes a stored confusion matrix has predictions in (NaN without one)."""
+    if matrix is None or isinstance(matrix, float) or len(matrix) == 0:
+        return math.nan
+    return float((np.asarray([list(row) for row in matrix]).sum(0) > 0).sum())
+
+
+def with_collapse(trials: pd.DataFrame) -> pd.DataFrame:
+    """classes_predicted and collapsed for every trial with a confusion matrix, also in results written before
+    they were columns (then counted from the confusion matrix: its columns are the predicted classes)."""
+    stored = pd.to_numeric(trials.get("classes_predicted", pd.Series(math.nan, index=trials.index)), errors="coerce")
+    counted = trials.get("confusion_matrix", pd.Series(None, index=trials.index, dtype=object)).map(_classes_in)
+    predicted = stored.fillna(counted).astype("Int64")
+    collapsed = (predicted <= metrics.COLLAPSE_CLASSES).astype("boolean")
+    return trials.assign(classes_predicted=predicted, collapsed=collapsed)
 
 
 def read_thesis() -> Thesis:
