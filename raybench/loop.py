@@ -223,7 +223,7 @@ class Trainer:
         self.compiled = config.step == "compiled" or (config.step == "auto" and cuda)
         # §4.3: plain SGD; ReduceLROnPlateau with PyTorch's defaults (factor 0.1, patience 10, threshold 1e-4).
         # Compiled, the rate is a tensor, so that the plateau schedule lowering it needs no new graph.
-        lr = torch.tensor(config.lr, device=self.device) if self.compiled else config.lr
+        lr = torch.tensor(config.lr, dtype=torch.float64, device=self.device) if self.compiled else config.lr
         self.optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0, dampening=0, weight_decay=0)
         self.train_step, self.eval_step = train_step, eval_step
         if self.compiled:  # on CUDA, "reduce-overhead" replays CUDA graphs: the CPU no longer paces small steps

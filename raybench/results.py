@@ -37,6 +37,7 @@ TRIALS_SCHEMA = pa.schema(
         ("channels_last", pa.bool_()),
         ("device", pa.string()),
         ("node", pa.string()),
+        ("step", pa.string()),  # "compiled" (torch.compile; CUDA graphs on a GPU) or "eager"
         ("gpu_fraction", pa.float64()),  # the share of a GPU Ray gave the trial (0 on the CPU)
         ("gpu_sharing", pa.string()),  # "mps": packed with others under MPS; "time-sliced": packed without; "" alone
         ("estimated_gpu_memory_gb", pa.float64()),  # the resource rule's estimate (resources.py)

@@ -21,19 +21,21 @@ import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from raybench import callbacks, console, models, resources, results, spec, trainable
+from raybench import callbacks, console, models, mps, resources, results, spec, trainable
 from raybench import data as pbc
 from raybench import grid as grids
 
 
-def plan_rows(grid: grids.Grid, *, gpu_memory_gb: float | None, cpus_per_trial: float = 1.0) -> list[dict]:
+def plan_rows(
+    grid: grids.Grid, *, gpu_memory_gb: float | None, cpus_per_trial: float = 1.0, share_gpu: bool = False
+) -> list[dict]:
     """One row per trial: what it trains and what it will ask the scheduler for."""
     rows = []
     for trial in grid.trials:
         total, trainable_count = models.parameter_counts(
             trial.model, pretrained=trial.pretrained, image_size=trial.config.image_size
         )
-        need = resources.trial_resources(trial, gpu_memory_gb=gpu_memory_gb, cpus=cpus_per_trial)
+        need = resources.trial_resources(trial, gpu_memory_gb=gpu_memory_gb, cpus=cpus_per_trial, share_gpu=share_gpu)
         rows.append(
             {
                 **trial.columns(),
@@ -82,6 +84,7 @@ class RunOptions:
     resume: bool = False
     verbose: bool = False
     mlflow: str | None = None
+    gpu_sharing: str = "auto"
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunOptions:
@@ -111,7 +114,9 @@ def parameters(trial: spec.Trial) -> dict:
     }
 
 
-def build_tuner(setup: Setup, prepared: pbc.Prepared, options: RunOptions, *, gpu_gb: float | None) -> tune.Tuner:
+def build_tuner(
+    setup: Setup, prepared: pbc.Prepared, options: RunOptions, *, gpu_gb: float | None, sharing: str = ""
+) -> tune.Tuner:
     """The Tuner over the grid's unfinished trials, or the restored one of an interrupted run (`options.resume`)."""
     out, name = setup.out, setup.name
     ray_storage = options.storage or str(out / "ray")
@@ -119,7 +124,9 @@ def build_tuner(setup: Setup, prepared: pbc.Prepared, options: RunOptions, *, gp
 
     def trial_resources(config: dict) -> dict:
         trial = trainable.trial_spec(config, specs)
-        return resources.trial_resources(trial, gpu_memory_gb=gpu_gb, cpus=options.cpus_per_trial)
+        return resources.trial_resources(
+            trial, gpu_memory_gb=gpu_gb, cpus=options.cpus_per_trial, share_gpu=sharing != ""
+        )
 
     fn = tune.with_parameters(
         trainable.run_trial,
@@ -128,6 +135,7 @@ def build_tuner(setup: Setup, prepared: pbc.Prepared, options: RunOptions, *, gp
         drills=setup.drills,
         cache_dir=options.cache,
         checkpoint_every=options.checkpoint_every,
+        gpu_sharing=sharing,
     )
     fn = tune.with_resources(fn, trial_resources)
     done = {tid for tid, status in results.finished_trials(out).items() if status == "ok"}
@@ -226,6 +234,13 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     )
     parser.add_argument("--verbose", action="store_true", help="show Ray's and Tune's own output as well")
     parser.add_argument(
+        "--gpu-sharing",
+        choices=("auto", "mps", "always", "off"),
+        default="auto",
+        help="pack several trials on one GPU: under NVIDIA MPS (auto: when MPS can run, started or joined here; "
+        "mps: required), always (without MPS: measured not to pay), or off (a whole GPU each) (default: auto)",
+    )
+    parser.add_argument(
         "--mlflow",
         metavar="TRACKING_URI",
         help="also log every trial's parameters and curves to this MLflow tracking server (pip install mlflow)",
@@ -319,7 +334,9 @@ def set_up(args: argparse.Namespace) -> Setup:
             )
     name = args.name or grid.name
     gpu_gb = args.gpu_memory_gb or resources.local_gpu_memory_gb()
-    plan = pd.DataFrame(plan_rows(grid, gpu_memory_gb=gpu_gb, cpus_per_trial=args.cpus_per_trial))
+    # a dry run starts nothing: it plans with the MPS daemon only if one already runs here
+    share = args.gpu_sharing == "always" or (args.gpu_sharing in ("auto", "mps") and mps.running())
+    plan = pd.DataFrame(plan_rows(grid, gpu_memory_gb=gpu_gb, cpus_per_trial=args.cpus_per_trial, share_gpu=share))
     out = Path(args.results).expanduser().resolve() / name  # "~/results" on a cluster is the head node's home
     return Setup(grid, name, out, gpu_gb, plan, fault_drills(grid, args.inject_failure))
 
@@ -397,9 +414,20 @@ def train_grid(setup: Setup, prepared: pbc.Prepared, args: argparse.Namespace) -
     )
     if gpu_gb is None and ray.cluster_resources().get("GPU", 0) > 0:  # a cluster whose GPUs are on other nodes
         gpu_gb = ray.get(ray.remote(num_gpus=1)(resources.local_gpu_memory_gb).remote())
-        plan = pd.DataFrame(plan_rows(setup.grid, gpu_memory_gb=gpu_gb, cpus_per_trial=args.cpus_per_trial))
-        setup = dataclasses.replace(setup, plan=plan)
-        results.write_plan(out, plan)
+    local_gpu = resources.local_gpu_memory_gb() is not None
+    sharing = gpu_sharing(options.gpu_sharing, local_gpu=local_gpu, cluster_gpu=gpu_gb is not None)
+    if gpu_gb is not None:
+        print(f"GPU sharing: {sharing.reason}", flush=True)
+        if options.gpu_sharing == "mps" and sharing.label != "mps":
+            ray.shutdown()
+            print(f"python -m raybench.run: error: --gpu-sharing mps, but {sharing.reason}", file=sys.stderr)
+            return 2
+    share = sharing.label != ""
+    plan = pd.DataFrame(
+        plan_rows(setup.grid, gpu_memory_gb=gpu_gb, cpus_per_trial=args.cpus_per_trial, share_gpu=share)
+    )
+    setup = dataclasses.replace(setup, plan=plan)
+    results.write_plan(out, plan)
     try:
         check_placeable(plan)
     except ValueError as error:
@@ -411,8 +439,12 @@ def train_grid(setup: Setup, prepared: pbc.Prepared, args: argparse.Namespace) -
         f"{len(plan)} trials; results -> {out}\ncurves: tensorboard --logdir {out / callbacks.TENSORBOARD_DIR}",
         flush=True,
     )
-    build_tuner(setup, prepared, options, gpu_gb=gpu_gb).fit()
-    ray.shutdown()
+    try:
+        build_tuner(setup, prepared, options, gpu_gb=gpu_gb, sharing=sharing.label).fit()
+    finally:
+        ray.shutdown()
+        if sharing.mps is not None:
+            mps.stop(sharing.mps)
     results.consolidate(out, manifest=prepared.manifest)
     copied = copy_results(out, mirror_uri(options.storage, name))
     trials = pd.read_parquet(out / "trials.parquet")
@@ -432,6 +464,31 @@ def train_grid(setup: Setup, prepared: pbc.Prepared, args: argparse.Namespace) -
     ]
     print_table(trials[columns])
     return 0 if (trials.status == "ok").all() and copied else 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Sharing:
+    """How trials share a GPU: label "mps", "time-sliced" or "" (each takes a whole GPU), and why."""
+
+    label: str
+    reason: str
+    mps: mps.Mps | None = None  # the daemon state when this run joined or started one here
+
+
+def gpu_sharing(mode: str, *, local_gpu: bool, cluster_gpu: bool) -> Sharing:
+    """Decide --gpu-sharing: pack trials on a GPU only under MPS (or always, if asked); never without a GPU."""
+    if not cluster_gpu or mode == "off":
+        return Sharing("", "off: every GPU trial takes a whole GPU")
+    if mode == "always":
+        return Sharing("time-sliced", "always: trials packed by memory, without MPS (they take turns on the GPU)")
+    if local_gpu:
+        state = mps.ensure()
+        if state.active:
+            return Sharing("mps", f"trials packed by memory under MPS ({state.reason})", state)
+        return Sharing("", f"no MPS here ({state.reason}): every GPU trial takes a whole GPU")
+    if ray.get(ray.remote(num_gpus=1)(mps.running).remote()):  # the cluster files start MPS on every GPU node
+        return Sharing("mps", "trials packed by memory under the GPU nodes' MPS daemons")
+    return Sharing("", "the GPU nodes run no MPS daemon: every GPU trial takes a whole GPU")
 
 
 def copy_results(out: Path, uri: str | None) -> bool:

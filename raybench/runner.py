@@ -6,6 +6,7 @@ Ray trainable does the same steps with checkpoints and reports in between.
 from __future__ import annotations
 
 import gc
+import os
 import typing
 from pathlib import Path
 
@@ -72,6 +73,9 @@ def build_trainer(
     if device.type == "cuda":  # the peak recorded in the results is this attempt's
         torch.cuda.reset_peak_memory_stats(device)
     set_precision(config.precision, device)
+    # compiled steps (step="compiled", or "auto" on CUDA) keep their kernels beside the image cache, so a model's
+    # later trials on this node (its other tiers, seeds) reuse them instead of compiling again
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(cache_dir).expanduser() / "inductor"))
     model = models.build_model(
         trial.model, image_size=config.image_size, pretrained=trial.pretrained, weights_file=weights_file
     )
@@ -126,6 +130,7 @@ def finish_trial(
     row = {
         **trial.columns(),
         "device": describe_device(trainer.device),
+        "step": "compiled" if trainer.compiled else "eager",
         "estimated_gpu_memory_gb": resources.estimate_gpu_memory_gb(trial),
         "peak_gpu_memory_gb": torch.cuda.max_memory_allocated(trainer.device) / 1e9 if cuda else None,
         "parameters": total,

@@ -83,3 +83,17 @@ def test_resume_on_other_data_is_refused_before_anything_runs(tmp_path, capsys):
     platelet.rename(other / "neutrophil" / platelet.name)
     argv = [QUICKSTART, "--resume", "--data", str(other), "--results", str(tmp_path / "results")]
     assert "is not the data of the run" in refused(argv, capsys)
+
+
+def test_gpu_trials_share_a_gpu_only_where_sharing_pays(tmp_path, capsys):
+    import pandas as pd
+
+    def plan(*flags):
+        run.main([QUICKSTART, "--dry-run", "--results", str(tmp_path), "--gpu-memory-gb", "80", *flags])
+        capsys.readouterr()
+        return pd.read_parquet(tmp_path / "quickstart" / "plan.parquet").set_index("model").gpu
+
+    assert (plan() == 1.0).all()  # no MPS daemon here: packing would only make the trials take turns
+    assert (plan("--gpu-sharing", "always") < 1).all()  # asked for: packed by memory
+    assert (plan("--gpu-sharing", "off") == 1.0).all()
+    assert run.gpu_sharing("auto", local_gpu=False, cluster_gpu=False).label == ""

@@ -271,3 +271,29 @@ def test_a_checkpoint_is_loaded_without_unpickling_objects(tmp_path):
     torch.save({**state, "history": [Payload()]}, tmp_path / "tampered.pt")
     with pytest.raises(pickle.UnpicklingError):
         make_trainer(max_epochs=1).load(tmp_path / "tampered.pt")
+
+
+@pytest.mark.slow  # torch.compile builds C++ kernels for the CPU: about a minute the first time
+def test_a_compiled_step_gives_the_numbers_of_the_eager_one():
+    eager, compiled = make_trainer(max_epochs=3, step="eager"), make_trainer(max_epochs=3, step="compiled")
+    assert compiled.compiled and not eager.compiled
+    loop.fit(eager)
+    loop.fit(compiled)
+    for a, b in zip(eager.history, compiled.history, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-5)
+        assert (b["val_accuracy"], b["lr"]) == (a["val_accuracy"], a["lr"])
+
+
+def test_the_validation_loss_does_not_depend_on_the_evaluation_batches():
+    trainer = make_trainer(max_epochs=1)
+    val = trainer.val
+    thesis = [loop.evaluate(trainer.model, val.batches(b), loss_batch_size=8)[0] for b in (3, 8, 16)]
+    per_image = [loop.evaluate(trainer.model, val.batches(b))[0] for b in (3, 8, 16)]
+    assert max(thesis) - min(thesis) < 1e-6 and max(per_image) - min(per_image) < 1e-6
+    # 16 images in batches of 8: the two rules agree; in batches of 6 the short last batch (4) weighs more
+    assert thesis[0] == pytest.approx(per_image[0], abs=1e-6)
+    losses = [loop.evaluate(trainer.model, val.batches(6, torch.arange(i, i + 6)))[0] for i in (0, 6)]
+    tail = loop.evaluate(trainer.model, val.batches(4, torch.arange(12, 16)))[0]
+    weighted = loop.evaluate(trainer.model, val.batches(16), loss_batch_size=6)[0]
+    assert weighted == pytest.approx((losses[0] + losses[1] + tail) / 3, abs=1e-6)
