@@ -28,21 +28,10 @@ ALLOWED = {
     "console": set(),
     "mps": set(),
     "callbacks": {"console", "results", "spec", "trainable"},
-    "run": {
-        "callbacks",
-        "catalog",
-        "console",
-        "data",
-        "grid",
-        "models",
-        "mps",
-        "resources",
-        "results",
-        "spec",
-        "trainable",
-    },
+    "tuning": {"callbacks", "console", "data", "grid", "models", "mps", "resources", "results", "spec", "trainable"},
+    "run": {"data", "grid", "models", "mps", "resources", "results", "spec", "trainable", "tuning"},
 }
-RAY_EDGE = {"trainable", "callbacks", "run"}
+RAY_EDGE = {"trainable", "callbacks", "tuning", "run"}
 TORCH_FREE = {"catalog", "spec", "grid", "results", "metrics", "data", "report", "console", "mps"}
 
 
