@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -49,19 +48,22 @@ def _report(row: dict, trainer: Trainer | None, *, result: results.TrialResult |
     if trainer is None and result is None:
         tune.report(metrics)
         return
-    directory = Path(tempfile.mkdtemp(prefix="raybench-ckpt-"))
-    try:
-        if trainer is not None:
-            trainer.save(directory / STATE_FILE)
-            (directory / HISTORY_FILE).write_text(json.dumps(trainer.history))
-        if result is not None:  # the result rows as Parquet, in the results' own schema (no pickle)
-            results.write_trial(directory / RESULT_DIR, result)
-            # the epochs too, so that a trial failing after this (a lost node, the driver) keeps its history
-            history = [{k: v for k, v in row.items() if k != "trial_id"} for row in result.epochs]
-            (directory / HISTORY_FILE).write_text(json.dumps(history))
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(directory)))
-    finally:  # report() has persisted the checkpoint to the run's storage by now
-        shutil.rmtree(directory, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="raybench-ckpt-") as directory:
+        write_checkpoint(Path(directory), trainer, result)
+        # report() has persisted the checkpoint to the run's storage when it returns
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def write_checkpoint(directory: Path, trainer: Trainer | None, result: results.TrialResult | None) -> None:
+    """A checkpoint's files: the training state and its epochs, or a finished trial's result rows and epochs."""
+    if trainer is not None:
+        trainer.save(directory / STATE_FILE)
+        (directory / HISTORY_FILE).write_text(json.dumps(trainer.history))
+    if result is not None:  # the result rows as Parquet, in the results' own schema (no pickle)
+        results.write_trial(directory / RESULT_DIR, result)
+        # the epochs too, so that a trial failing after this (a lost node, the driver) keeps its history
+        history = [{k: v for k, v in row.items() if k != "trial_id"} for row in result.epochs]
+        (directory / HISTORY_FILE).write_text(json.dumps(history))
 
 
 @dataclasses.dataclass(frozen=True)

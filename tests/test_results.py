@@ -112,3 +112,20 @@ def test_the_plan_is_read_back(tmp_path):
     plan = pd.DataFrame([{"trial_id": "a", "model": "lenet5", "tier": "tiny", "pretrained": False, "seed": 0}])
     results.write_plan(tmp_path, plan)
     assert results.read_plan(tmp_path).equals(plan)
+
+
+def test_a_failure_never_replaces_a_trials_ok_rows(tmp_path):
+    results.write_trial(tmp_path, trial_result("a"))
+    results.write_trial(tmp_path, trial_result("a", status="failed"))  # e.g. a copy that failed after training
+    assert results.finished_trials(tmp_path) == {"a": "ok"}
+    results.write_trial(tmp_path, trial_result("b", status="failed"))
+    results.write_trial(tmp_path, trial_result("b"))  # a retry that succeeds replaces the failure
+    assert results.finished_trials(tmp_path) == {"a": "ok", "b": "ok"}
+
+
+def test_the_data_fingerprint_follows_content_class_tier_and_split_not_paths():
+    manifest = pd.DataFrame({"image": ["x/1.jpg", "x/2.jpg"], "sha256": ["aa", "bb"], "label": [0, 1],
+                             "tier": ["tiny", "tiny"], "split": ["train", "test"]})  # fmt: skip
+    same = manifest.assign(image=["y/1.jpg", "y/2.jpg"]).iloc[::-1]
+    assert results.data_fingerprint(same) == results.data_fingerprint(manifest)
+    assert results.data_fingerprint(manifest.assign(split=["test", "train"])) != results.data_fingerprint(manifest)

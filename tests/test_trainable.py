@@ -1,0 +1,37 @@
+"""The trainable's checkpoints, read back the way the driver reads them (no Ray session needed)."""
+
+from pathlib import Path
+
+import pytest
+from ray import tune
+
+from raybench import results, trainable
+
+
+def finished(trial_id="lenet5-tiny-seed0"):
+    epochs = [{"trial_id": trial_id, "epoch": e, "train_loss": 2.0 / e, "val_loss": 1.0 / e} for e in (1, 2, 3)]
+    return results.TrialResult({"trial_id": trial_id, "model": "lenet5", "status": "ok", "epochs": 3}, epochs, [])
+
+
+def test_a_finished_trials_checkpoint_holds_its_rows_and_its_epochs(tmp_path: Path):
+    trainable.write_checkpoint(tmp_path, None, finished())
+    checkpoint = tune.Checkpoint.from_directory(str(tmp_path))
+    result = trainable.result_from_checkpoint(checkpoint)
+    assert result.trial["trial_id"] == "lenet5-tiny-seed0" and [e["epoch"] for e in result.epochs] == [1, 2, 3]
+    # a failure after training (a lost node, the driver) still finds the epochs it trained, not 0
+    assert [e["epoch"] for e in trainable.history_from_checkpoint(checkpoint)] == [1, 2, 3]
+    assert not list(tmp_path.rglob("*.pt")) and not list(tmp_path.rglob("*.pkl"))  # nothing pickled
+
+
+def test_fault_drills_fail_where_they_say():
+    once, always = trainable.FaultDrill.parse("once:2"), trainable.FaultDrill.parse("always:3")
+    with pytest.raises(trainable.InjectedFailure, match="after epoch 2"):
+        once.check(2, 0)
+    once.check(2, 2)  # resumed at epoch 2: it does not fail again
+    once.check(3, 0)
+    always.check(2, 0)
+    for epoch, start in ((3, 0), (5, 4)):  # every retry fails too
+        with pytest.raises(trainable.InjectedFailure):
+            always.check(epoch, start)
+    with pytest.raises(ValueError, match="once:N"):
+        trainable.FaultDrill.parse("sometimes")
