@@ -61,7 +61,7 @@ def run_one(name: str, args: argparse.Namespace, *, prepared: pbc.Prepared, cach
         return ray_overhead.run(prepared=prepared, cache_dir=cache_dir, workdir=workdir, quick=args.quick)
     from benchmarks import gpu
 
-    return gpu.run(workdir=workdir, quick=args.quick, dry_run=args.gpu_dry_run)
+    return gpu.run(workdir=workdir, quick=args.quick, dry_run=args.gpu_dry_run, step=args.gpu_step)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="fewer repetitions and images: a smoke run of about a minute"
     )
     parser.add_argument("--gpu", action="store_true", help="also run the GPU benchmark (needs CUDA)")
+    parser.add_argument(
+        "--gpu-step",
+        choices=("eager", "compiled"),
+        default="eager",
+        help="raybench's step in the GPU benchmark: eager, or compiled (torch.compile with CUDA graphs)",
+    )
     parser.add_argument(
         "--gpu-dry-run", action="store_true", help="run the GPU benchmark's code on the CPU at a tiny size"
     )
