@@ -97,3 +97,15 @@ def test_gpu_trials_share_a_gpu_only_where_sharing_pays(tmp_path, capsys):
     assert (plan("--gpu-sharing", "always") < 1).all()  # asked for: packed by memory
     assert (plan("--gpu-sharing", "off") == 1.0).all()
     assert tuning.gpu_sharing("auto", local_gpu=False, cluster_gpu=False).label == ""
+
+
+def test_resume_with_other_options_and_a_new_run_over_old_results_are_refused(tmp_path, capsys):
+    from raybench import results
+
+    argv = [QUICKSTART, "--results", str(tmp_path)]
+    run.main([*argv, "--dry-run"])  # writes the plan, as a real run does before it trains
+    capsys.readouterr()
+    assert "differ from those of the run" in refused([*argv, "--resume", "--set", "max_epochs=3"], capsys)
+    finished = results.TrialResult({"trial_id": "lenet5-tiny-seed0", "status": "ok"}, [], [])
+    results.write_trial(tmp_path / "quickstart", finished)
+    assert "already holds results of a run" in refused(argv, capsys)
