@@ -16,7 +16,7 @@ import torchvision
 from torchvision import transforms
 
 from benchmarks.common import Row, interleaved, median, ratios, seconds
-from raybench import catalog, loop, models
+from raybench import batches, catalog, loop, models
 from raybench import data as pbc
 
 GOAL = 0.02
@@ -50,8 +50,8 @@ def run(*, prepared: pbc.Prepared, cache_dir: Path, quick: bool) -> tuple[dict, 
     rows = prepared.manifest[(prepared.manifest.tier == "tiny") & (prepared.manifest.split == "train")]
     loaders = {workers: thesis_loader(prepared, list(rows.image[:n]), workers=workers) for workers in (0, 2)}
     generator = torch.Generator().manual_seed(0)
-    split = loop.DeviceSplit(x, y, channels=3, device=cpu)
-    lenet_split = loop.DeviceSplit(x, y, channels=catalog.configuration("lenet5").channels, device=cpu)
+    split = batches.DeviceSplit(x, y, channels=3, device=cpu)
+    lenet_split = batches.DeviceSplit(x, y, channels=catalog.configuration("lenet5").channels, device=cpu)
     torch.manual_seed(0)
     lenet = models.build_model("lenet5", image_size=catalog.CROP)
     optimizer = torch.optim.SGD(lenet.parameters(), lr=0.1)
@@ -65,7 +65,7 @@ def run(*, prepared: pbc.Prepared, cache_dir: Path, quick: bool) -> tuple[dict, 
         def feed() -> None:
             xs, ys = pbc.load_split(prepared, "tiny", "train", cache_dir=cache_dir)
             drain(
-                loop.DeviceSplit(xs[:n], ys[:n], channels=3, device=cpu).batches(
+                batches.DeviceSplit(xs[:n], ys[:n], channels=3, device=cpu).batches(
                     BATCH, torch.randperm(n, generator=generator)
                 )
             )

@@ -3,7 +3,7 @@ of grids/thesis.py's wall time from the thesis's epoch counts.
 
 Every configuration (22 from scratch + 11 pretrained heads, the thesis's batch sizes, 352x352) trains a few steps
 in fp32 and in bf16 (autocast; channels_last for the convolutional nets) through raybench's own path:
-`loop.Trainer` for the optimiser, `loop.DeviceSplit` holding synthetic uint8 images generated on the device
+`loop.Trainer` for the optimiser, `batches.DeviceSplit` holding synthetic uint8 images generated on the device
 (no dataset needed), `loop.train_one_epoch` and `loop.evaluate`, cuDNN in benchmark mode. The steps' times give
 each tier's epoch time (train split + validation split), and with the thesis's epoch counts (results.csv) the
 wall time of the 99 trials one after another, against the thesis's 103.7 h and the 0.7 h compute floor.
@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from benchmarks.common import Row, seconds
-from raybench import catalog, loop, models, resources, spec
+from raybench import batches, catalog, loop, models, resources, spec
 from raybench import grid as grids
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,10 +74,10 @@ class Setting:
 
 def synthetic_split(
     n: int, *, image_size: int, channels: int, device: torch.device, channels_last: bool
-) -> loop.DeviceSplit:
+) -> batches.DeviceSplit:
     """A DeviceSplit of `n` random uint8 images made on the device itself (no host copy, no dataset)."""
     empty = np.zeros((0, image_size, image_size), np.uint8)
-    split = loop.DeviceSplit(
+    split = batches.DeviceSplit(
         empty, np.zeros(0, np.int64), channels=channels, device=device, channels_last=channels_last
     )
     split.x = torch.randint(0, 256, (n, image_size, image_size), dtype=torch.uint8, device=device)
@@ -163,10 +163,10 @@ def measure(name: str, *, pretrained: bool, precision: str, setting: Setting) ->
     return out
 
 
-def bare_epoch(model, optimizer, split: loop.DeviceSplit, batch: int, *, precision: str) -> None:
+def bare_epoch(model, optimizer, split: batches.DeviceSplit, batch: int, *, precision: str) -> None:
     """A bare PyTorch loop over the same images, as a tutorial writes it: the yardstick of raybench's own step."""
     model.train()
-    x_all = loop.to_input(split.x, split.channels)
+    x_all = batches.to_input(split.x, split.channels)
     autocast = torch.autocast(x_all.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     for start in range(0, len(split), batch):
         x, y = x_all[start : start + batch], split.y[start : start + batch]

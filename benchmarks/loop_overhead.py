@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from benchmarks.common import Row, interleaved, median, ratios, seconds
-from raybench import catalog, loop, models
+from raybench import batches, catalog, loop, models
 from raybench import data as pbc
 
 CASES = (("lenet5", 352), ("resnet_18", 128))
@@ -41,7 +41,7 @@ def measure(name: str, image_size: int, *, prepared: pbc.Prepared, cache_dir: Pa
     x, y = pbc.load_split(prepared, "tiny", "train", image_size=image_size, cache_dir=cache_dir)
     x, y = x[:images], y[:images]
     channels = catalog.configuration(name).channels
-    split = loop.DeviceSplit(x, y, channels=channels, device=torch.device("cpu"))
+    split = batches.DeviceSplit(x, y, channels=channels, device=torch.device("cpu"))
     batch_size = catalog.batch_size(name)
     torch.manual_seed(0)
     ours = models.build_model(name, image_size=image_size)
@@ -58,13 +58,15 @@ def measure(name: str, image_size: int, *, prepared: pbc.Prepared, cache_dir: Pa
 
     def run_ours(rep: int) -> float:
         ours.load_state_dict(initial)
-        batches = split.batches(batch_size, order(rep))
-        return seconds(lambda: loop.train_one_epoch(ours, batches, ours_opt))
+        ours_batches = split.batches(batch_size, order(rep))
+        return seconds(lambda: loop.train_one_epoch(ours, ours_batches, ours_opt))
 
     def run_bare(rep: int) -> float:
         bare.load_state_dict(initial)
-        batches = [(loop.to_input(split.x[i], channels).contiguous(), split.y[i]) for i in order(rep).split(batch_size)]
-        return seconds(lambda: bare_epoch(bare, batches, bare_opt))
+        bare_batches = [
+            (batches.to_input(split.x[i], channels).contiguous(), split.y[i]) for i in order(rep).split(batch_size)
+        ]
+        return seconds(lambda: bare_epoch(bare, bare_batches, bare_opt))
 
     times = interleaved({"raybench": run_ours, "bare": run_bare}, reps=reps)
     each = ratios(times["raybench"], times["bare"])

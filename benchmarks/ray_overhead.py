@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from benchmarks.common import Row, median, seconds
-from raybench import catalog, loop, models, results, spec
+from raybench import batches, catalog, loop, models, results, spec
 from raybench import data as pbc
 
 GOAL = 1.0
@@ -133,7 +133,7 @@ def checkpoint_volume_gb(thesis: pd.DataFrame) -> float:
 def checkpoint_seconds_per_gb(workdir: Path) -> float:
     """Seconds per GB of one epoch's checkpoint as the trainable makes it: Trainer.save into a temporary folder,
     Ray's copy of that folder into the storage (a local path here), the temporary folder removed."""
-    empty = loop.DeviceSplit(
+    empty = batches.DeviceSplit(
         np.zeros((0, 8, 8), np.uint8), np.zeros(0, np.int64), channels=3, device=torch.device("cpu")
     )
     model = models.build_model("resnet_50", image_size=64)

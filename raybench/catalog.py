@@ -1,8 +1,9 @@
 """The thesis's facts as data: one record per configuration, the tiers, the loop's defaults, the published results.
 
 Torch-free and Ray-free: the grid loader, the trial spec and the report ask this module, and so does
-`models.py`, which keeps only the builders. Batch sizes and parameter counts are read from the published
-tables (`thesis/results.csv`), so each number lives in one place.
+`models.py`, which keeps only the builders. Batch sizes and parameter counts of the thesis's 22 are read from the
+published tables (`thesis/results.csv`), so each number lives in one place; the configurations of its future work
+(chapter 7) and a grid's own models carry theirs in the record, as the thesis publishes none.
 """
 
 from __future__ import annotations
@@ -98,46 +99,65 @@ MIN_IMAGE_SIZE = 32  # ConvNeXt's stem and downsampling layers shrink the image 
 
 @dataclasses.dataclass(frozen=True)
 class Configuration:
-    """One of the thesis's 22 configurations (§4.5), with its pretrained variant when table 5.15 has one.
+    """One configuration: the thesis's 22 (§4.5), with its pretrained variant where table 5.15 has one, the future
+    work's (chapter 7), or a grid's own model.
 
-    `builder` names the function in `models.BUILDERS`; `patch_size`, `dim` and `depth` are its arguments
-    where it takes them. `activation_mb` is the memory autograd keeps per training image, fp32 at 352x352
-    (measured by benchmarks/activation_memory.py on the CPU, torch 2.14.1; used by the resource rule).
+    `builder` names the function in `models.BUILDERS`, a torchvision model, or (a grid's own model) an import path
+    "module:function" resolved in the trial process, with `builder_path` (the grid file's folder) on sys.path.
+    `patch_size`, `dim`, `depth` and `kernel_size` are its arguments where it takes them. `activation_mb` is the
+    memory autograd keeps per training image, fp32 at 352x352 (measured by benchmarks/activation_memory.py on the
+    CPU, torch 2.14.1; used by the resource rule). `chosen_batch_size` and `chosen_pretrained_batch_size` are the
+    batch sizes of a configuration the thesis did not train that way; the thesis's own are read from its tables.
     """
 
     name: str
     architecture: str
     builder: str
     activation_mb: float
-    imagenet_weights: str | None = None  # torchvision's weights enum entry (§4.6, table 5.15)
+    imagenet_weights: str | None = None  # torchvision's weights enum entry (§4.6, table 5.15; §7.2 for ViT)
     channels: int = 3  # §4.2: the greyscale image replicated to 3 channels; LeNet-5 takes 1
     patch_size: int | None = None
     dim: int | None = None
     depth: int | None = None
+    kernel_size: int | None = None
+    chosen_batch_size: int | None = None
+    chosen_pretrained_batch_size: int | None = None
+    builder_path: str | None = None
 
     @property
     def pretrainable(self) -> bool:
         return self.imagenet_weights is not None
 
     @property
+    def in_thesis(self) -> bool:
+        """Whether the thesis trained this configuration (from scratch; tables 5.1-5.7)."""
+        return _published(self.name, pretrained=False) is not None
+
+    @property
     def batch_size(self) -> int:
-        """The batch size the thesis trained this configuration with from scratch (tables 5.1-5.7)."""
-        return published_row(self.name, pretrained=False)["batch_size"]
+        """The batch size the thesis trained this configuration with from scratch (tables 5.1-5.7), else ours."""
+        row = _published(self.name, pretrained=False)
+        return row["batch_size"] if row else self.chosen_batch_size
 
     @property
     def pretrained_batch_size(self) -> int | None:
-        """The batch size of its pretrained fine-tune (table 5.15), None without one."""
-        return published_row(self.name, pretrained=True)["batch_size"] if self.pretrainable else None
+        """The batch size of its pretrained fine-tune (table 5.15, else ours), None without one."""
+        if not self.pretrainable:
+            return None
+        row = _published(self.name, pretrained=True)
+        return row["batch_size"] if row else self.chosen_pretrained_batch_size
 
     @property
-    def parameters(self) -> int:
-        """Parameters at 352x352 and 8 classes, as the thesis counts them."""
-        return published_row(self.name, pretrained=False)["parameters"]
+    def parameters(self) -> int | None:
+        """Parameters at 352x352 and 8 classes, as the thesis counts them (None: not a thesis configuration)."""
+        row = _published(self.name, pretrained=False)
+        return row["parameters"] if row else None
 
     @property
     def pretrained_trainable(self) -> int | None:
-        """Trainable parameters of the pretrained fine-tune's new head (table 5.15), None without one."""
-        return published_row(self.name, pretrained=True)["parameters"] if self.pretrainable else None
+        """Trainable parameters of the pretrained fine-tune's new head (table 5.15), None where it has none."""
+        row = _published(self.name, pretrained=True) if self.pretrainable else None
+        return row["parameters"] if row else None
 
 
 def _c(name, architecture, builder, activation_mb, weights=None, **kw) -> Configuration:
@@ -146,6 +166,15 @@ def _c(name, architecture, builder, activation_mb, weights=None, **kw) -> Config
 
 def _mixer(name: str, activation_mb: float, *, patch_size: int, dim: int, depth: int) -> Configuration:
     return Configuration(name, "MLP-Mixer", "mlp_mixer", activation_mb, patch_size=patch_size, dim=dim, depth=depth)
+
+
+def _vit(name: str, activation_mb: float, *, patch_size: int) -> Configuration:
+    """A ViT: the thesis trained it from scratch only; §7.2 fine-tunes torchvision's ImageNet weights (trained at 224,
+    their position embeddings interpolated to the patch grid) with the batch of the thesis's ConvNeXt fine-tunes."""
+    weights = f"ViT_{name[4].upper()}_{patch_size}_Weights.IMAGENET1K_V1"
+    return Configuration(
+        name, "ViT", name, activation_mb, weights, patch_size=patch_size, chosen_pretrained_batch_size=32
+    )
 
 
 # The 22 names are permanent: they are keys in result files and figures. Order: the report's.
@@ -164,10 +193,10 @@ CONFIGURATIONS: dict[str, Configuration] = {
         _c("convnext_small", "ConvNeXt", "convnext_small", 430.2, "ConvNeXt_Small_Weights.IMAGENET1K_V1"),
         _c("convnext_base", "ConvNeXt", "convnext_base", 572.9, "ConvNeXt_Base_Weights.IMAGENET1K_V1"),
         _c("convnext_large", "ConvNeXt", "convnext_large", 858.4, "ConvNeXt_Large_Weights.IMAGENET1K_V1"),
-        _c("vit_b_16", "ViT", "vit_b_16", 290.9, patch_size=16),
-        _c("vit_b_32", "ViT", "vit_b_32", 74.3, patch_size=32),
-        _c("vit_l_16", "ViT", "vit_l_16", 769.2, patch_size=16),
-        _c("vit_l_32", "ViT", "vit_l_32", 194.6, patch_size=32),
+        _vit("vit_b_16", 290.9, patch_size=16),
+        _vit("vit_b_32", 74.3, patch_size=32),
+        _vit("vit_l_16", 769.2, patch_size=16),
+        _vit("vit_l_32", 194.6, patch_size=32),
         _mixer("mlpmixer_s32", 27.5, patch_size=32, dim=512, depth=8),
         _mixer("mlpmixer_s16", 105.6, patch_size=16, dim=512, depth=8),
         _mixer("mlpmixer_b32", 59.9, patch_size=32, dim=768, depth=12),
@@ -177,28 +206,64 @@ CONFIGURATIONS: dict[str, Configuration] = {
     )
 }
 MODEL_NAMES: tuple[str, ...] = tuple(CONFIGURATIONS)
-PRETRAINABLE: tuple[str, ...] = tuple(name for name, c in CONFIGURATIONS.items() if c.pretrainable)
 ARCHITECTURES: dict[str, tuple[str, ...]] = {}
 for _config in CONFIGURATIONS.values():
     ARCHITECTURES.setdefault(_config.architecture, ())
     ARCHITECTURES[_config.architecture] += (_config.name,)
 
+# Chapter 7's architectures, built by raybench's own code, not part of the thesis's grid. The thesis publishes no
+# batch size for them: each takes the largest power of two up to 64 whose activations (batch x activation_mb) stay
+# within the ~8.6 GB the thesis's own batch sizes used on its 10 GB RTX 3080 (convnext_tiny: 32 x 269.5 MB).
+# ConvMixer (Trockman & Kolter 2022) is named ConvMixer-h/d; a 16-pixel patch keeps a 22x22 token grid at 352
+# (the paper's patch 7 at 224 gives 32x32), so its activations stay near ConvNeXt-T's; ConvMixer-256/8 is a small
+# one for CPU runs. Xception (Chollet 2017) as published. activation_mb measured like the thesis's 22.
+FUTURE_CONFIGURATIONS: dict[str, Configuration] = {
+    c.name: c
+    for c in (
+        _c("convmixer_768_32", "ConvMixer", "convmixer", 290.3, patch_size=16, dim=768, depth=32, kernel_size=7,
+           chosen_batch_size=16),
+        _c("convmixer_256_8", "ConvMixer", "convmixer", 26.3, patch_size=16, dim=256, depth=8, kernel_size=9,
+           chosen_batch_size=64),
+        _c("xception", "Xception", "xception", 336.1, chosen_batch_size=16),
+    )
+}  # fmt: skip
+FUTURE_NAMES: tuple[str, ...] = tuple(FUTURE_CONFIGURATIONS)
+BUILT_IN: dict[str, Configuration] = {**CONFIGURATIONS, **FUTURE_CONFIGURATIONS}
+
+# A grid's own models (its "models"), registered by the grid loader. A trial names its model, and the spec, the
+# resource rule and the builders all ask this catalog for the record: so the trial process registers them again
+# (tuning ships them with the trainable). Registering a name again replaces the record.
+_REGISTERED: dict[str, Configuration] = {}
+
+
+def register(config: Configuration) -> None:
+    """Make a grid's own model known under its name; a ValueError if it shadows a built-in or lacks a batch size."""
+    if config.name in BUILT_IN:
+        raise ValueError(f"model {config.name!r} is one of raybench's configurations; give your model another name")
+    _check_batch_sizes(config)
+    _REGISTERED[config.name] = config
+
+
+def known_names() -> tuple[str, ...]:
+    """Every model name a grid may use: the thesis's 22, the future work's, then the registered ones."""
+    return (*BUILT_IN, *(name for name in _REGISTERED if name not in BUILT_IN))
+
 
 def configuration(name: str, *, pretrained: bool = False) -> Configuration:
-    """The record of `name`; a ValueError listing the valid names when the thesis has no such configuration."""
-    if name not in CONFIGURATIONS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
-    config = CONFIGURATIONS[name]
+    """The record of `name`; a ValueError listing the valid names when there is no such configuration."""
+    config = BUILT_IN.get(name) or _REGISTERED.get(name)
+    if config is None:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(known_names())}")
     if pretrained and not config.pretrainable:
         raise ValueError(
-            f"model {name!r} has no pretrained variant (thesis table 5.15); "
-            f"pretrained models: {', '.join(PRETRAINABLE)}"
+            f"model {name!r} has no pretrained variant (thesis table 5.15, §7.2); "
+            f"pretrained models: {', '.join(IMAGENET_PRETRAINABLE)}"
         )
     return config
 
 
 def batch_size(name: str, *, pretrained: bool = False) -> int:
-    """The batch size the thesis used for this configuration."""
+    """The batch size the thesis used for this configuration (ours where it trained none)."""
     config = configuration(name, pretrained=pretrained)
     return config.pretrained_batch_size if pretrained else config.batch_size
 
@@ -264,3 +329,33 @@ def published_row(name: str, *, pretrained: bool) -> dict:
         if row["model"] == name and row["pretrained"] == pretrained and row["dataset"] == "tiny":
             return row
     raise KeyError(f"the thesis publishes no {'pretrained ' if pretrained else ''}{name} run")
+
+
+def _published(name: str, *, pretrained: bool) -> dict | None:
+    try:
+        return published_row(name, pretrained=pretrained)
+    except KeyError:
+        return None
+
+
+def _check_batch_sizes(config: Configuration) -> None:
+    """A batch size lives in one place: the thesis's tables for what it trained, the record for the rest."""
+    for pretrained, chosen in ((False, config.chosen_batch_size), (True, config.chosen_pretrained_batch_size)):
+        published = _published(config.name, pretrained=pretrained) is not None
+        needed = not pretrained or config.pretrainable
+        which = "pretrained batch size" if pretrained else "batch size"
+        if chosen is not None and published:
+            raise ValueError(f"{config.name}: the thesis publishes its {which}; the record must not set another")
+        if chosen is not None and not needed:
+            raise ValueError(f"{config.name}: a {which} without ImageNet weights to fine-tune")
+        if chosen is None and needed and not published:
+            raise ValueError(f"{config.name}: needs a {which} (the thesis trained no such configuration)")
+        if chosen is not None and (isinstance(chosen, bool) or not isinstance(chosen, int) or chosen < 1):
+            raise ValueError(f"{config.name}: batch_size must be a whole number of at least 1, got {chosen!r}")
+
+
+for _config in BUILT_IN.values():
+    _check_batch_sizes(_config)
+# The thesis's 11 fine-tunes (table 5.15), which its grid trains; every configuration with ImageNet weights.
+PRETRAINABLE: tuple[str, ...] = tuple(n for n in CONFIGURATIONS if _published(n, pretrained=True) is not None)
+IMAGENET_PRETRAINABLE: tuple[str, ...] = tuple(n for n, c in BUILT_IN.items() if c.pretrainable)

@@ -8,11 +8,30 @@ A grid file defines `GRID`, a dict:
         "tiers": {"tiny": 400, ...},           # optional: custom tier sizes (default: thesis table 4.1)
         "seeds": [0],                          # every sweep is run once per seed
         "options": {"max_epochs": 100},        # TrainConfig options for every trial
+        "models": {"my_net": {...}},           # optional: the grid's own models (below)
         "sweeps": [                            # each sweep is models x tiers
             {"models": [...], "tiers": ["large", "medium", "small", "tiny"]},
             {"models": [...], "tiers": ["tiny"], "pretrained": True, "options": {...}},
+            {"models": [...], "tiers": ["tiny"], "label": "adamw", "options": {"optimizer": "adamw"}},
+            {"models": [...], "tiers": ["small"], "label": "pbc",
+             "init_from": "results/x/weights/{model}-large-seed{seed}.npz"},
         ],
     }
+
+A sweep's `label` names what it changes: its trials are "MODEL-TIER-LABEL-seedN", compared in the report with the
+unlabelled (baseline) trials of the same model and tier. `save_weights: True` keeps each trial's tested weights in
+RESULTS/NAME/weights/TRIAL_ID.npz; `init_from` starts each trial from such a file ({model}, {tier} and {seed} are
+filled in; relative paths are taken from the folder the run starts in) and trains the whole network from there.
+
+A grid's own models (`models`, or a `MODELS` dict beside GRID) are used in sweeps like any other:
+
+    MODELS = {"my_net": {"builder": "my_module:build", "batch_size": 32, "architecture": "Mine", "channels": 3}}
+
+`builder` is "module:function", imported only where a trial is built (the grid file's folder is put on sys.path
+there) and called as function(num_classes=8, image_size=352) -> torch.nn.Module; `batch_size` is required;
+`architecture` (default: the name), `channels` (1 or 3, default 3), `activation_mb` (MB autograd keeps per 352x352
+training image, for the GPU share: benchmarks/activation_memory.py measures it; default 100) and `patch_size` (image
+sizes must be multiples of it) are optional.
 """
 
 from __future__ import annotations
@@ -20,13 +39,19 @@ from __future__ import annotations
 import dataclasses
 import re
 import runpy
+import string
 from pathlib import Path
 
 from raybench import catalog
 from raybench.spec import Trial, make_config
 
-GRID_KEYS = ("name", "data", "tiers", "seeds", "options", "sweeps")
-SWEEP_KEYS = ("models", "tiers", "pretrained", "seeds", "options")
+GRID_KEYS = ("name", "data", "tiers", "seeds", "options", "models", "sweeps")
+SWEEP_KEYS = ("models", "tiers", "pretrained", "seeds", "options", "label", "init_from", "save_weights")
+MODEL_KEYS = ("builder", "batch_size", "architecture", "channels", "activation_mb", "patch_size")
+OWN_ACTIVATION_MB = 100.0  # a grid's own model without a measured figure: between ResNet-34's and ResNet-50's
+NAME = re.compile(r"[A-Za-z0-9_]+")  # model names and labels: parts of trial ids, folder and file names
+BUILDER = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+TEMPLATE_FIELDS = ("model", "tier", "seed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +62,7 @@ class Grid:
     data: str | None
     tiers: dict[str, int | None]
     trials: tuple[Trial, ...]
+    models: tuple[catalog.Configuration, ...] = ()  # the grid's own models, which every trial process must know
 
     def select(self, pattern: str) -> Grid:
         """The trials whose trial_id matches the regular expression `pattern` (search, not full match)."""
@@ -73,11 +99,79 @@ def _list(where: str, value, kind: type) -> list:
     return items
 
 
-def expand(declared: dict, *, source: str = "grid") -> Grid:
-    """Validate a grid dict and expand it into trials; every problem is a ValueError naming the value."""
+def own_models(declared, *, source: str, folder: str | None = None) -> tuple[catalog.Configuration, ...]:
+    """A grid's `models` as catalog records (validated, not imported: that happens where a trial is built)."""
+    if not isinstance(declared, dict):
+        raise ValueError(
+            f"{source}: models (MODELS, a grid's own models) must be a dict of name -> "
+            f"{{'builder': 'module:function', 'batch_size': N, ...}}, got {type(declared).__name__}"
+        )
+    configs = []
+    for name, fields in declared.items():
+        where = f"{source}: model {name!r}"
+        if not isinstance(name, str) or not NAME.fullmatch(name):
+            raise ValueError(f"{where}: a model name is letters, digits and '_'")
+        _check_keys(where, fields, MODEL_KEYS)
+        builder = fields.get("builder")
+        if not isinstance(builder, str) or not BUILDER.fullmatch(builder):
+            raise ValueError(f"{where}: builder must be an import path 'module:function', got {builder!r}")
+        batch_size = fields.get("batch_size")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"{where}: batch_size must be a whole number of at least 1, got {batch_size!r}")
+        channels, patch = fields.get("channels", 3), fields.get("patch_size")
+        if channels not in (1, 3) or isinstance(channels, bool):
+            raise ValueError(f"{where}: channels must be 1 (grey) or 3 (grey replicated, or colour), got {channels!r}")
+        if patch is not None and (isinstance(patch, bool) or not isinstance(patch, int) or patch < 1):
+            raise ValueError(f"{where}: patch_size must be a whole number of at least 1, got {patch!r}")
+        activation = fields.get("activation_mb", OWN_ACTIVATION_MB)
+        if isinstance(activation, bool) or not isinstance(activation, (int, float)) or not activation > 0:
+            raise ValueError(f"{where}: activation_mb must be a number above 0, got {activation!r}")
+        architecture = fields.get("architecture", name)
+        if not isinstance(architecture, str) or not architecture:
+            raise ValueError(f"{where}: architecture must be a name, got {architecture!r}")
+        configs.append(
+            catalog.Configuration(
+                name,
+                architecture,
+                builder,
+                float(activation),
+                channels=channels,
+                patch_size=patch,
+                chosen_batch_size=batch_size,
+                builder_path=folder,
+            )
+        )
+    use_models(configs)
+    return tuple(configs)
+
+
+def use_models(configs) -> None:
+    """Make a grid's own models known in this process (the driver, and each trial process before it trains)."""
+    for config in configs:
+        catalog.register(config)
+
+
+def _init_from(where: str, template, *, model: str, tier: str, seed: int) -> str:
+    """A sweep's init_from for one trial: its fields filled in, the path made absolute (a trial runs elsewhere)."""
+    if not isinstance(template, str) or not template:
+        raise ValueError(f"{where}: init_from must be a path (with {{model}}, {{tier}}, {{seed}}), got {template!r}")
+    fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    if fields - set(TEMPLATE_FIELDS):
+        raise ValueError(
+            f"{where}: init_from {template!r} uses {sorted(fields - set(TEMPLATE_FIELDS))}; "
+            f"it may use {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}"
+        )
+    return str(Path(template.format(model=model, tier=tier, seed=seed)).expanduser().resolve())
+
+
+def expand(declared: dict, *, source: str = "grid", folder: str | None = None) -> Grid:
+    """Validate a grid dict and expand it into trials; every problem is a ValueError naming the value.
+
+    `folder` is where the grid's own models' modules are (the grid file's folder)."""
     _check_keys(source, declared, GRID_KEYS)
     if "sweeps" not in declared:
         raise ValueError(f"{source} has no 'sweeps': list the models and tiers to train")
+    models = own_models(declared["models"], source=source, folder=folder) if "models" in declared else ()
     tiers = dict(declared.get("tiers") or catalog.TIERS)
     for tier, size in tiers.items():
         if size is not None and (not isinstance(size, int) or size < 10):
@@ -91,9 +185,15 @@ def expand(declared: dict, *, source: str = "grid") -> Grid:
     for number, sweep in enumerate(_list(f"{source}: sweeps", declared["sweeps"], dict), start=1):
         where = f"{source}, sweep {number}"
         _check_keys(where, sweep, SWEEP_KEYS)
-        pretrained = sweep.get("pretrained", False)
-        if not isinstance(pretrained, bool):
-            raise ValueError(f"{where}: pretrained must be True or False, got {pretrained!r}")
+        pretrained, save_weights = sweep.get("pretrained", False), sweep.get("save_weights", False)
+        for key, value in (("pretrained", pretrained), ("save_weights", save_weights)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{where}: {key} must be True or False, got {value!r}")
+        label = sweep.get("label", "")
+        if not isinstance(label, str) or (label and not NAME.fullmatch(label)):
+            raise ValueError(f"{where}: label must be letters, digits and '_' (it is part of trial ids), got {label!r}")
+        if pretrained and "init_from" in sweep:
+            raise ValueError(f"{where}: a trial starts from ImageNet (pretrained) or from init_from, not both")
         config = make_config({**base_options, **(sweep.get("options") or {})})
         sweep_models = _list(f"{where}: models", sweep.get("models", []), str)
         for model in sweep_models:
@@ -108,13 +208,30 @@ def expand(declared: dict, *, source: str = "grid") -> Grid:
         for seed in _list(f"{where}: seeds", sweep.get("seeds", seeds), int):
             for tier in sweep_tiers:
                 for model in sweep_models:
-                    trials.append(Trial(model, tier, pretrained=pretrained, seed=seed, config=config))
+                    start = ""
+                    if "init_from" in sweep:
+                        start = _init_from(where, sweep["init_from"], model=model, tier=tier, seed=seed)
+                    trials.append(
+                        Trial(
+                            model,
+                            tier,
+                            pretrained=pretrained,
+                            seed=seed,
+                            config=config,
+                            variant=label,
+                            init_from=start,
+                            save_weights=save_weights,
+                        )
+                    )
     ids = [t.trial_id for t in trials]
     repeated = sorted({i for i in ids if ids.count(i) > 1})
     if repeated:
-        raise ValueError(f"{source} declares these trials more than once: {repeated}")
+        raise ValueError(
+            f"{source} declares these trials more than once: {repeated}; "
+            "give sweeps that change options or the start different 'label's"
+        )
     name = declared.get("name") or Path(source).stem
-    return Grid(name=name, data=declared.get("data"), tiers=tiers, trials=tuple(trials))
+    return Grid(name=name, data=declared.get("data"), tiers=tiers, trials=tuple(trials), models=models)
 
 
 def load_grid(path: str | Path) -> Grid:
@@ -131,4 +248,8 @@ def load_grid(path: str | Path) -> Grid:
     if not isinstance(namespace["GRID"], dict):
         raise ValueError(f"grid file {str(path)!r}: GRID must be a dict, got {type(namespace['GRID']).__name__}")
     declared = {"name": path.stem, **namespace["GRID"]}
-    return expand(declared, source=str(path))
+    if "MODELS" in namespace:
+        if "models" in declared:
+            raise ValueError(f"grid file {str(path)!r} declares MODELS and GRID['models']: keep one")
+        declared["models"] = namespace["MODELS"]
+    return expand(declared, source=str(path), folder=str(path.resolve().parent))

@@ -1,9 +1,11 @@
 """The shared training loop of thesis §4.3-4.4 (figures 4.4 and 4.5), for every model.
 
 Two functions and a loop: `train_one_epoch`, `evaluate`, and `fit` over a `Trainer` that holds one trial's
-whole training state (model, SGD, plateau schedule, early stopping, RNGs, history). The splits live on the
-training device as uint8 and are normalised there. Runs on the CPU without Ray; knows nothing of results,
-grids or reports.
+whole training state (model, optimiser, plateau schedule, early stopping, RNGs, history). The splits live on the
+training device as uint8 and are normalised (and training batches augmented) there. Runs on the CPU without Ray;
+knows nothing of results, grids or reports. The thesis's loop is the default; chapter 7's future work are options
+(spec.TrainConfig): the optimiser, the plateau schedule, rate scaling, the early-stopping rule and the tested
+checkpoint, augmentation and the normalisation.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from raybench.catalog import MEAN, STD
+from raybench.batches import Augmentation, DeviceSplit
 from raybench.spec import TrainConfig
 
 
@@ -35,80 +37,70 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def to_input(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """uint8 images (N, H, W) -> normalised float32 (N, channels, H, W); the channels are views of one (§4.2)."""
-    if x.dtype != torch.uint8 or x.ndim != 3:
-        raise ValueError(f"to_input expects uint8 images shaped (N, H, W), got {x.dtype} {tuple(x.shape)}")
-    if channels < 1:
-        raise ValueError(f"channels must be positive (1 for lenet5, 3 otherwise), got {channels}")
-    x = x.to(torch.float32).div_(255.0).sub_(MEAN).div_(STD)
-    return x.unsqueeze(1).expand(-1, channels, -1, -1)
-
-
 class EarlyStopping:
     """Thesis figure 4.5: the rule that both picks the tested checkpoint and stops training.
 
     From 0-based epoch `start` on, an epoch improves when it is the first one considered or when its
-    mean validation loss is strictly below best - min_delta; `patience` epochs without improvement stop.
+    mean validation loss is strictly below best - min_delta (mode "absolute", the thesis's) or below
+    best x (1 - min_delta) (mode "relative", §7.2); `patience` epochs without improvement stop. The tested
+    checkpoint is the last improvement (the thesis's) or, with tested="lowest_val_loss", the epoch with the
+    lowest validation loss from `start` on (the earliest of equal ones).
     """
 
-    def __init__(self, *, start: int = 10, patience: int = 20, min_delta: float = 0.1) -> None:
-        self.start, self.patience, self.min_delta = start, patience, min_delta
+    def __init__(
+        self,
+        *,
+        start: int = 10,
+        patience: int = 20,
+        min_delta: float = 0.1,
+        mode: str = "absolute",
+        tested: str = "last_improvement",
+    ) -> None:
+        self.start, self.patience, self.min_delta, self.mode, self.tested = start, patience, min_delta, mode, tested
         self.epochs_seen = 0
-        self.best: float | None = None
+        self.best: float | None = None  # the loss of the last improvement, which later ones must beat
         self.best_epoch: int | None = None  # 0-based
         self.bad_epochs = 0
+        self.lowest: float | None = None
+        self.lowest_epoch: int | None = None
 
     def step(self, val_loss: float) -> bool:
-        """Record one epoch's validation loss; True when it is an improvement (to be checkpointed)."""
+        """Record one epoch's validation loss; True when this epoch becomes the tested checkpoint (save it)."""
         epoch = self.epochs_seen
         self.epochs_seen += 1
         if epoch < self.start:
             return False
-        if self.best is None or val_loss < self.best - self.min_delta:
+        if self.lowest is None or val_loss < self.lowest:
+            self.lowest, self.lowest_epoch = val_loss, epoch
+        if self.best is None or val_loss < self._bar():
             self.best, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
-            return True
-        self.bad_epochs += 1
-        return False
+        else:
+            self.bad_epochs += 1
+        return self.tested_epoch == epoch
+
+    def _bar(self) -> float:
+        return self.best * (1 - self.min_delta) if self.mode == "relative" else self.best - self.min_delta
+
+    @property
+    def tested_epoch(self) -> int | None:
+        """The 0-based epoch whose checkpoint is tested, None before `start`."""
+        return self.lowest_epoch if self.tested == "lowest_val_loss" else self.best_epoch
+
+    @property
+    def tested_loss(self) -> float | None:
+        return self.lowest if self.tested == "lowest_val_loss" else self.best
 
     @property
     def should_stop(self) -> bool:
         return self.bad_epochs >= self.patience
 
     def state_dict(self) -> dict:
-        return {
-            k: getattr(self, k)
-            for k in ("start", "patience", "min_delta", "epochs_seen", "best", "best_epoch", "bad_epochs")
-        }
+        keys = ("start", "patience", "min_delta", "mode", "tested", "epochs_seen", "best", "best_epoch", "bad_epochs")
+        return {k: getattr(self, k) for k in (*keys, "lowest", "lowest_epoch")}
 
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():
             setattr(self, key, value)
-
-
-class DeviceSplit:
-    """One split kept on the training device as uint8; batches are normalised there (§4.2)."""
-
-    def __init__(
-        self, x: np.ndarray, y: np.ndarray, *, channels: int, device: torch.device, channels_last: bool = False
-    ) -> None:
-        self.x = torch.from_numpy(np.array(x, dtype=np.uint8)).to(device)  # a copy: the cache is a read-only memmap
-        self.y = torch.from_numpy(np.array(y, dtype=np.int64)).to(device)
-        self.channels, self.channels_last = channels, channels_last
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def batches(
-        self, batch_size: int, order: torch.Tensor | None = None
-    ) -> typing.Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(inputs, labels) in `order` (indices) or in split order; the last batch may be short."""
-        for start in range(0, len(self), batch_size):
-            index = slice(start, start + batch_size) if order is None else order[start : start + batch_size]
-            x = to_input(self.x[index], self.channels)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.y[index]
 
 
 PRECISIONS = {  # precision -> (TF32 convolutions, TF32 matrix products, bf16 autocast), on CUDA
@@ -205,15 +197,56 @@ def evaluate(
     return loss, int(correct) / len(losses), kept
 
 
+MOMENTUM = 0.9  # optimizer="momentum" and "nesterov"
+ADAMW_WEIGHT_DECAY = 0.01  # optimizer="adamw": PyTorch's default (decoupled from the gradient, so it is no L2 loss)
+
+
+def build_optimizer(
+    name: str, params: typing.Iterable[nn.Parameter], *, lr: float | torch.Tensor
+) -> torch.optim.Optimizer:
+    """The optimiser `name` of spec.OPTIMIZERS; "sgd" is the thesis's: no momentum, dampening or weight decay (§4.3)."""
+    if name == "adamw":
+        # a tensor rate (compiled steps) needs the capturable form on a GPU, the single-tensor one elsewhere
+        tensor_lr = isinstance(lr, torch.Tensor)
+        capturable = tensor_lr and lr.device.type != "cpu"
+        foreach = None if capturable or not tensor_lr else False
+        return torch.optim.AdamW(params, lr=lr, weight_decay=ADAMW_WEIGHT_DECAY, capturable=capturable, foreach=foreach)
+    if name not in ("sgd", "momentum", "nesterov"):
+        raise ValueError(f"optimizer must be one of sgd, momentum, nesterov, adamw, got {name!r}")
+    momentum = 0 if name == "sgd" else MOMENTUM
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, dampening=0, weight_decay=0, nesterov=name == "nesterov")
+
+
+def scaled_lr(lr: float, *, batch_size: int, base_batch_size: int, scaling: str) -> float:
+    """§6: the rate for a batch of k = batch_size / base_batch_size < 1 of the thesis's: lr x sqrt(k) or lr x k.
+
+    "none" (the thesis's) and batches at least as big as the thesis's keep `lr`.
+    """
+    k = batch_size / base_batch_size
+    if scaling == "none" or k >= 1:
+        return lr
+    return lr * (math.sqrt(k) if scaling == "sqrt" else k)
+
+
 class Trainer:
     """The training state of one trial: model, optimiser, plateau schedule, early stopping, RNGs, history.
 
     `state_dict()` / `load_state_dict()` capture all of it, so a restored trial continues with exactly
-    the numbers of an uninterrupted one (the service's fault tolerance rests on this).
+    the numbers of an uninterrupted one (the service's fault tolerance rests on this). `base_batch_size` is the
+    batch the rate `config.lr` is for (the thesis's for the model; `batch_size` when not given): with
+    `config.lr_scaling`, a smaller batch trains at a scaled rate.
     """
 
     def __init__(
-        self, model: nn.Module, train: DeviceSplit, val: DeviceSplit, config: TrainConfig, *, seed: int, batch_size: int
+        self,
+        model: nn.Module,
+        train: DeviceSplit,
+        val: DeviceSplit,
+        config: TrainConfig,
+        *,
+        seed: int,
+        batch_size: int,
+        base_batch_size: int | None = None,
     ) -> None:
         self.model, self.train, self.val, self.config = model, train, val, config
         self.batch_size = batch_size
@@ -221,18 +254,36 @@ class Trainer:
         # evaluation batches do not change the numbers (see evaluate): on a GPU, larger ones take fewer launches
         self.eval_batch_size = config.eval_batch_size or (min(4 * batch_size, 256) if cuda else batch_size)
         self.compiled = config.step == "compiled" or (config.step == "auto" and cuda)
-        # §4.3: plain SGD; ReduceLROnPlateau with PyTorch's defaults (factor 0.1, patience 10, threshold 1e-4).
-        # Compiled, the rate is a tensor, so that the plateau schedule lowering it needs no new graph.
-        lr = torch.tensor(config.lr, dtype=torch.float64, device=self.device) if self.compiled else config.lr
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0, dampening=0, weight_decay=0)
+        # §4.3: plain SGD (config.optimizer); ReduceLROnPlateau with PyTorch's defaults (factor 0.1, patience 10,
+        # threshold 1e-4: config.plateau_*). Compiled, the rate is a tensor, so that the plateau schedule lowering
+        # it needs no new graph.
+        lr = scaled_lr(
+            config.lr, batch_size=batch_size, base_batch_size=base_batch_size or batch_size, scaling=config.lr_scaling
+        )
+        lr = torch.tensor(lr, dtype=torch.float64, device=self.device) if self.compiled else lr
+        self.optimizer = build_optimizer(config.optimizer, model.parameters(), lr=lr)
         self.train_step, self.eval_step = train_step, eval_step
         if self.compiled:  # on CUDA, "reduce-overhead" replays CUDA graphs: the CPU no longer paces small steps
             mode = "reduce-overhead" if cuda else "default"
             self.train_step = torch.compile(train_step, mode=mode, dynamic=False)
             self.eval_step = torch.compile(eval_step, mode=mode, dynamic=False)
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer)
-        self.stopper = EarlyStopping(start=config.es_start, patience=config.es_patience, min_delta=config.es_min_delta)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer,
+            factor=config.plateau_factor,
+            patience=config.plateau_patience,
+            threshold=config.plateau_threshold,
+        )
+        self.stopper = EarlyStopping(
+            start=config.es_start,
+            patience=config.es_patience,
+            min_delta=config.es_min_delta,
+            mode=config.es_mode,
+            tested=config.tested,
+        )
         self.order_rng = torch.Generator().manual_seed(seed)  # data order, independent of model init
+        # augmentation draws from its own stream, spawned from the same seed: augmenting leaves the data order as it is
+        spawned = int(np.random.SeedSequence(seed % 2**64, spawn_key=(1,)).generate_state(1, np.uint64)[0]) >> 1
+        self.augment_rng = torch.Generator().manual_seed(spawned)
         self.history: list[dict] = []
         self.best_model: dict[str, torch.Tensor] | None = None
 
@@ -264,7 +315,7 @@ class Trainer:
         lr = float(self.optimizer.param_groups[0]["lr"])
         order = torch.randperm(len(self.train), generator=self.order_rng).to(self.device)
         precision = self.config.precision
-        batches = self.train.batches(self.batch_size, order)
+        batches = self.train.batches(self.batch_size, order, augment=self._augmentation())
         train_loss = train_one_epoch(self.model, batches, self.optimizer, precision=precision, step=self.train_step)
         val_loss, val_accuracy, _ = evaluate(
             self.model,
@@ -275,7 +326,7 @@ class Trainer:
         )
         self.scheduler.step(val_loss)
         improved = self.stopper.step(val_loss)
-        if improved:  # fig. 4.5: an improvement is checkpointed and is what gets tested
+        if improved:  # fig. 4.5: an improvement is checkpointed and is what gets tested (or the lowest loss so far)
             self.best_model = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
         row = {
             "epoch": self.epoch + 1,
@@ -289,6 +340,14 @@ class Trainer:
         self.history.append(row)
         return row
 
+    def _augmentation(self) -> Augmentation | None:
+        """This epoch's augmentation (config.augment), on the device, from a seed drawn from `augment_rng`."""
+        if not self.config.augment:
+            return None
+        seed = int(torch.randint(2**62, (), generator=self.augment_rng))
+        generator = torch.Generator(self.device).manual_seed(seed)
+        return Augmentation(self.config.augment.split("+"), generator=generator, fill=self.train.mean)
+
     def state_dict(self) -> dict:
         return {
             "model": self.model.state_dict(),
@@ -296,6 +355,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "stopper": self.stopper.state_dict(),
             "order_rng": self.order_rng.get_state(),
+            "augment_rng": self.augment_rng.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "numpy_rng": _numpy_rng_state(),
@@ -311,6 +371,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.stopper.load_state_dict(state["stopper"])
         self.order_rng.set_state(state["order_rng"])
+        if "augment_rng" in state:  # checkpoints from before augmentation have none (and did not augment)
+            self.augment_rng.set_state(state["augment_rng"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)

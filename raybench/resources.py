@@ -38,14 +38,16 @@ def estimate_gpu_memory_gb(trial: Trial) -> float:
     total, trainable = models.parameter_counts(
         trial.model, pretrained=trial.pretrained, image_size=trial.config.image_size
     )
-    weights = (total + trainable) * 4 / 1e9
-    # a frozen backbone (pretrained) keeps nothing for backward, but its forward pass still holds a few layers'
-    # outputs at a time: a quarter of the training figure covers that
+    frozen = trial.pretrained and trial.config.finetune == "head"
+    weights = (total + (trainable if frozen else total)) * 4 / 1e9
+    # a frozen backbone (pretrained, head only) keeps nothing for backward, but its forward pass still holds a
+    # few layers' outputs at a time: a quarter of the training figure covers that
     activations = activation_mb(trial.model, image_size=trial.config.image_size, precision=trial.config.precision)
-    activations *= trial.batch_size / 1e3 * (FORWARD_ONLY if trial.pretrained else 1.0)
-    # the trial keeps its splits on the GPU as uint8 (train.DeviceSplit): train and val, then test as well
+    activations *= trial.batch_size / 1e3 * (FORWARD_ONLY if frozen else 1.0)
+    # the trial keeps its splits on the GPU as uint8 (batches.DeviceSplit): train and val, then test as well;
+    # colour ones (input="colour") are three times the size
     images = catalog.TIERS.get(trial.tier) or catalog.PBC_IMAGES  # the large tier and custom tiers: all
-    splits = images * trial.config.image_size**2 / 1e9
+    splits = images * trial.config.image_size**2 * (3 if trial.config.input == "colour" else 1) / 1e9
     return weights + activations + splits + CUDA_OVERHEAD_GB
 
 

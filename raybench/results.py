@@ -28,9 +28,12 @@ TRIALS_SCHEMA = pa.schema(
     [
         ("trial_id", pa.string()),
         ("model", pa.string()),
+        ("architecture", pa.string()),  # the catalog record's (a grid's own model's as its grid declares it)
         ("tier", pa.string()),
         ("pretrained", pa.bool_()),
         ("seed", pa.int64()),
+        ("variant", pa.string()),  # the grid sweep's label; "" for the baseline (spec.Trial)
+        ("init_from", pa.string()),  # the weights file the trial started from; "" for none
         ("split_seed", pa.int64()),
         ("image_size", pa.int64()),
         ("precision", pa.string()),
@@ -111,11 +114,20 @@ CLASS_METADATA = {b"raybench.classes": json.dumps(list(CLASSES)).encode()}
 
 @dataclasses.dataclass
 class TrialResult:
-    """The rows one trial adds to trials, epochs and predictions."""
+    """The rows one trial adds to trials, epochs and predictions, and its tested weights when it keeps them."""
 
     trial: dict
     epochs: list[dict]
     predictions: list[dict]
+    weights: dict[str, np.ndarray] | None = None  # state_dict as arrays: weights/TRIAL_ID.npz (spec.Trial.save_weights)
+
+
+WEIGHTS_DIR = "weights"
+
+
+def weights_path(out: str | Path, trial_id: str) -> Path:
+    """Where a results folder keeps a trial's tested weights (what a grid's `init_from` points at)."""
+    return Path(out) / WEIGHTS_DIR / f"{trial_id}.npz"
 
 
 def prediction_rows(
@@ -172,6 +184,12 @@ def write_trial(out: str | Path, result: TrialResult) -> None:
     parts = Path(out) / "parts"
     if result.trial["status"] == "failed" and finished_trials(out).get(trial_id) == "ok":
         return
+    if result.weights is not None:  # before the rows: a trial that reads as finished has its weights in place
+        path = weights_path(out, trial_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **result.weights)
+        os.replace(tmp, path)
     for name, rows in (("epochs", result.epochs), ("predictions", result.predictions), ("trials", [result.trial])):
         write_table(to_table(rows, FILES[name]), parts / f"{trial_id}.{name}.parquet")
 
@@ -183,7 +201,12 @@ def read_trial(out: str | Path) -> TrialResult | None:
         return None
     stem = str(found[0]).removesuffix(".trials.parquet")
     rows = {name: pq.read_table(f"{stem}.{name}.parquet").to_pylist() for name in FILES}
-    return TrialResult(trial=rows["trials"][0], epochs=rows["epochs"], predictions=rows["predictions"])
+    weights = None
+    path = weights_path(out, rows["trials"][0]["trial_id"])
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as arrays:
+            weights = {key: arrays[key] for key in arrays.files}
+    return TrialResult(trial=rows["trials"][0], epochs=rows["epochs"], predictions=rows["predictions"], weights=weights)
 
 
 def finished_trials(out: str | Path) -> dict[str, str]:

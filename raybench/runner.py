@@ -15,7 +15,8 @@ import torch
 
 from raybench import catalog, metrics, models, resources, results
 from raybench import data as pbc
-from raybench.loop import DeviceSplit, Trainer, evaluate, fit, resolve_device, seed_everything, set_precision
+from raybench.batches import DeviceSplit, channel_statistics
+from raybench.loop import Trainer, evaluate, fit, resolve_device, seed_everything, set_precision
 from raybench.spec import Trial
 
 
@@ -77,30 +78,59 @@ def build_trainer(
     # later trials on this node (its other tiers, seeds) reuse them instead of compiling again
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(cache_dir).expanduser() / "inductor"))
     model = models.build_model(
-        trial.model, image_size=config.image_size, pretrained=trial.pretrained, weights_file=weights_file
+        trial.model,
+        image_size=config.image_size,
+        pretrained=trial.pretrained,
+        weights_file=weights_file,
+        channels=trial.channels,
+        finetune=config.finetune,
     )
+    if trial.init_from:  # an earlier trial's tested weights (§7.2, pretraining on the PBC data itself)
+        models.load_weights(model, trial.init_from, name=trial.trial_id)
     model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
-    channels = catalog.configuration(trial.model).channels
-
-    def split(name: str) -> DeviceSplit:
-        x, y = pbc.load_split(prepared, trial.tier, name, image_size=config.image_size, cache_dir=cache_dir)
-        return DeviceSplit(x, y, channels=channels, device=device, channels_last=config.channels_last)
-
+    train = load_device_split(trial, prepared, "train", device=device, cache_dir=cache_dir)
+    if config.normalise == "measured":  # the training split's own statistics normalise every split
+        train.mean, train.std = channel_statistics(train.x)
+    val = load_device_split(trial, prepared, "val", device=device, cache_dir=cache_dir, like=train)
     return Trainer(
-        model, split("train"), split("val"), config, seed=trial.seed, batch_size=batch_size or trial.batch_size
+        model,
+        train,
+        val,
+        config,
+        seed=trial.seed,
+        batch_size=batch_size or trial.batch_size,
+        base_batch_size=catalog.batch_size(trial.model, pretrained=trial.pretrained),  # the rate 0.1 is for (§6)
     )
+
+
+def load_device_split(
+    trial: Trial,
+    prepared: pbc.Prepared,
+    split: str,
+    *,
+    device: torch.device,
+    cache_dir: str | Path,
+    like: DeviceSplit | None = None,
+) -> DeviceSplit:
+    """A split of the trial's tier on `device`, grey or colour (config.input), normalised as `like` (the training
+    split) is, else with the thesis's mean and std."""
+    config = trial.config
+    x, y = pbc.load_split(
+        prepared, trial.tier, split, image_size=config.image_size, cache_dir=cache_dir, colour=config.input == "colour"
+    )
+    norm = {"mean": like.mean, "std": like.std} if like is not None else {}
+    return DeviceSplit(x, y, channels=trial.channels, device=device, channels_last=config.channels_last, **norm)
 
 
 def score_test_split(
     trainer: Trainer, trial: Trial, prepared: pbc.Prepared, *, cache_dir: str | Path
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Reload the tested checkpoint (the last improvement, fig. 4.5); its raw outputs (logits) on the test split."""
+    """Reload the tested checkpoint (the last improvement, fig. 4.5, or config.tested's); its raw outputs (logits)
+    on the test split."""
     if trainer.best_model is not None:
         trainer.model.load_state_dict(trainer.best_model)
-    x, y = pbc.load_split(prepared, trial.tier, "test", image_size=trial.config.image_size, cache_dir=cache_dir)
-    test = DeviceSplit(
-        x, y, channels=trainer.train.channels, device=trainer.device, channels_last=trial.config.channels_last
-    )
+    test = load_device_split(trial, prepared, "test", device=trainer.device, cache_dir=cache_dir, like=trainer.train)
+    y = test.y.cpu()
     _, _, logits = evaluate(
         trainer.model,
         test.batches(trainer.eval_batch_size),
@@ -122,13 +152,14 @@ def finish_trial(
     cuda = trainer.device.type == "cuda"
     history = trainer.history
     stopper = trainer.stopper
-    best_epoch = stopper.best_epoch + 1 if stopper.best_epoch is not None else len(history)
+    best_epoch = stopper.tested_epoch + 1 if stopper.tested_epoch is not None else len(history)
     train_seconds = float(sum(row["epoch_seconds"] for row in history))
     tier_rows = prepared.manifest[prepared.manifest.tier == trial.tier]
     test_rows = tier_rows[tier_rows.split == "test"]
     config = trial.config
     row = {
         **trial.columns(),
+        "architecture": catalog.configuration(trial.model).architecture,  # a grid's own model's too, for the report
         "device": describe_device(trainer.device),
         "step": "compiled" if trainer.compiled else "eager",
         "estimated_gpu_memory_gb": resources.estimate_gpu_memory_gb(trial),
@@ -139,7 +170,7 @@ def finish_trial(
         "epochs": len(history),
         "best_epoch": best_epoch,
         "stopped_early": bool(stopper.should_stop and len(history) < config.max_epochs),
-        "best_val_loss": stopper.best,
+        "best_val_loss": stopper.tested_loss,
         "train_seconds": train_seconds,
         "seconds_per_epoch": train_seconds / max(len(history), 1),
         "test_accuracy": metrics.accuracy(scores, labels),
@@ -162,6 +193,8 @@ def finish_trial(
         trial=row,
         epochs=[{"trial_id": trial.trial_id, **h} for h in history],
         predictions=results.prediction_rows(trial.trial_id, test_rows.image.tolist(), labels, scores, logits=logits),
+        # the tested weights (score_test_split loaded them), for a later trial's init_from
+        weights=models.weight_arrays(trainer.model) if trial.save_weights else None,
     )
 
 

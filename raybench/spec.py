@@ -20,6 +20,15 @@ PRECISIONS = ("fp32", "tf32", "bf16")  # loop.PRECISIONS says what each sets on 
 STEPS = ("auto", "eager", "compiled")
 VAL_LOSSES = ("batches", "images")
 DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")  # the device types torch runs this loop on
+# Chapter 7's future work, each an option whose first value is the thesis's setting (loop.py says what each does)
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adamw")
+LR_SCALINGS = ("none", "sqrt", "linear")
+ES_MODES = ("absolute", "relative")
+TESTED = ("last_improvement", "lowest_val_loss")
+AUGMENTATIONS = ("flip", "rot90", "jitter", "shift", "noise")  # applied in this order, whatever order is given
+INPUTS = ("grey3", "grey1", "colour")
+NORMALISATIONS = ("thesis", "measured")
+FINETUNES = ("head", "all")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +51,18 @@ class TrainConfig:
     val_loss: str = "batches"  # fig. 4.4: the mean of per-batch means (thesis) or "images": the mean over images
     step: str = "auto"  # "compiled" (torch.compile; CUDA graphs on a GPU), "eager", or "auto": compiled on CUDA
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
+    # §4.3 plain SGD; "momentum" (0.9), "nesterov" (0.9), "adamw" (weight decay 0.01, PyTorch's default; set lr)
+    optimizer: str = "sgd"
+    plateau_factor: float = 0.1  # ReduceLROnPlateau; PyTorch's defaults are the thesis's (§4.3)
+    plateau_patience: int = 10
+    plateau_threshold: float = 1e-4
+    lr_scaling: str = "none"  # §6: "sqrt" / "linear": lr x sqrt(k) / x k when the batch is k < 1 of the thesis's
+    es_mode: str = "absolute"  # fig. 4.5: below best - es_min_delta; "relative": below best x (1 - es_min_delta)
+    tested: str = "last_improvement"  # fig. 4.5; "lowest_val_loss": the lowest validation loss from es_start on
+    augment: str = ""  # §7.2: "" (none) or a "+"-joined set of AUGMENTATIONS, on training batches only
+    input: str = "grey3"  # §4.2: grey replicated to 3 channels (LeNet-5: 1); "grey1": 1 for all; "colour": RGB
+    normalise: str = "thesis"  # §4.2: mean 0.5, std 0.225; "measured": the training split's, per channel
+    finetune: str = "head"  # §4.6: pretrained trials train their new head only; "all": every parameter
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -52,9 +73,28 @@ class TrainConfig:
                 raise ValueError(f"training option {field.name} must be of type {kind.__name__}, got {value!r}")
         if self.split_rule not in catalog.SPLIT_RULES:
             raise ValueError(f"split_rule must be one of {', '.join(catalog.SPLIT_RULES)}, got {self.split_rule!r}")
-        for name, valid in (("precision", PRECISIONS), ("step", STEPS), ("val_loss", VAL_LOSSES)):
+        for name, valid in CHOICES.items():
             if getattr(self, name) not in valid:
                 raise ValueError(f"{name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
+        parts = self.augment.split("+") if self.augment else []
+        if any(part not in AUGMENTATIONS for part in parts) or len(set(parts)) < len(parts):
+            raise ValueError(
+                f"augment must be '' (none) or a '+'-joined set of {', '.join(AUGMENTATIONS)} "
+                f"(e.g. 'flip+rot90'), got {self.augment!r}"
+            )
+        # one spelling per set (it is recorded in the options): the order they are applied in
+        object.__setattr__(self, "augment", "+".join(a for a in AUGMENTATIONS if a in parts))
+        if not (math.isfinite(self.plateau_factor) and 0 < self.plateau_factor < 1):
+            raise ValueError(f"plateau_factor must be above 0 and below 1 (PyTorch's: 0.1), got {self.plateau_factor}")
+        if self.plateau_patience < 0 or not (math.isfinite(self.plateau_threshold) and self.plateau_threshold >= 0):
+            raise ValueError(
+                "plateau_patience and plateau_threshold must be at least 0 (PyTorch's: 10 and 1e-4), "
+                f"got {self.plateau_patience} and {self.plateau_threshold}"
+            )
+        if self.es_mode == "relative" and not self.es_min_delta < 1:
+            raise ValueError(
+                f"es_min_delta must be a fraction below 1 with es_mode='relative' (e.g. 0.05), got {self.es_min_delta}"
+            )
         if self.max_epochs < 1:
             raise ValueError(f"max_epochs must be at least 1, got {self.max_epochs}")
         if not catalog.MIN_IMAGE_SIZE <= self.image_size <= catalog.CROP:
@@ -75,6 +115,18 @@ class TrainConfig:
 
 
 _TYPES: dict[str, type] = typing.get_type_hints(TrainConfig)
+CHOICES: dict[str, tuple[str, ...]] = {  # the options that take one of a few names; the first is the thesis's
+    "precision": PRECISIONS,
+    "step": STEPS,
+    "val_loss": VAL_LOSSES,
+    "optimizer": OPTIMIZERS,
+    "lr_scaling": LR_SCALINGS,
+    "es_mode": ES_MODES,
+    "tested": TESTED,
+    "input": INPUTS,
+    "normalise": NORMALISATIONS,
+    "finetune": FINETUNES,
+}
 
 
 def config_keys() -> list[str]:
@@ -118,13 +170,21 @@ def make_config(overrides: dict[str, typing.Any] | None = None) -> TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Trial:
-    """What one training run is: the model, the tier, pretrained or not, the seed and the options."""
+    """What one training run is: the model, the tier, pretrained or not, the seed and the options.
+
+    `variant` labels a grid sweep compared with the unlabelled baseline (other options, another start; it is part of
+    the trial_id); `init_from` is an earlier trial's weights file to start from; `save_weights` keeps the tested
+    weights with the results (weights/TRIAL_ID.npz).
+    """
 
     model: str
     tier: str
     pretrained: bool = False
     seed: int = 0
     config: TrainConfig = TrainConfig()
+    variant: str = ""
+    init_from: str = ""
+    save_weights: bool = False
 
     def __post_init__(self) -> None:
         catalog.configuration(self.model, pretrained=self.pretrained)
@@ -132,11 +192,19 @@ class Trial:
 
     @property
     def trial_id(self) -> str:
-        return f"{self.model}-{self.tier}{'-pretrained' if self.pretrained else ''}-seed{self.seed}"
+        variant = f"-{self.variant}" if self.variant else ""
+        return f"{self.model}-{self.tier}{'-pretrained' if self.pretrained else ''}{variant}-seed{self.seed}"
 
     @property
     def batch_size(self) -> int:
         return self.config.batch_size or catalog.batch_size(self.model, pretrained=self.pretrained)
+
+    @property
+    def channels(self) -> int:
+        """The model's input channels: the catalog's with input="grey3" (§4.2), else 1 (grey1) or 3 (colour)."""
+        if self.config.input == "grey3":
+            return catalog.configuration(self.model).channels
+        return 1 if self.config.input == "grey1" else 3
 
     def columns(self) -> dict:
         """The columns that identify this trial in trials.parquet and plan.parquet; `options` holds every option."""
@@ -147,6 +215,8 @@ class Trial:
             "tier": self.tier,
             "pretrained": self.pretrained,
             "seed": self.seed,
+            "variant": self.variant,
+            "init_from": self.init_from,
             "split_seed": config.split_seed,
             "image_size": config.image_size,
             "precision": config.precision,

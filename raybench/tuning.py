@@ -166,7 +166,8 @@ def build_tuner(
         )
 
     fn = tune.with_parameters(
-        trainable.run_trial,
+        run_trial,
+        models=setup.grid.models,
         prepared=prepared,
         specs=specs,
         drills=setup.drills,
@@ -217,9 +218,24 @@ def build_tuner(
     return tune.Tuner(fn, param_space=param_space(todo), tune_config=tune_config, run_config=run_config)
 
 
+def run_trial(config: dict, *, models: tuple = (), **kwargs) -> None:
+    """trainable.run_trial in a trial process that first knows the grid's own models: a trial names its model, and a
+    fresh process's catalog holds raybench's only (their builders are imported there, from the grid's folder)."""
+    grids.use_models(models)
+    trainable.run_trial(config, **kwargs)
+
+
 def train_grid(setup: Setup, prepared: pbc.Prepared, options: RunOptions) -> int:
     """Start (or join) Ray, run the trials through Tune, consolidate the results and print their summary."""
     out, plan, gpu_gb, name = setup.out, setup.plan, setup.gpu_gb, setup.name
+    missing = sorted({t.init_from for t in setup.grid.trials if t.init_from and not Path(t.init_from).is_file()})
+    if missing:  # before anything starts: the run that saves them (save_weights) comes first
+        print(
+            f"python -m raybench.run: error: init_from weights missing: {', '.join(missing)}; "
+            "run the grid whose sweep has save_weights: True first (it writes RESULTS/NAME/weights/TRIAL_ID.npz)",
+            file=sys.stderr,
+        )
+        return 2
     results.write_plan(out, plan)
     results.write_manifest(out, prepared.manifest)
     # each epoch checkpoints, so Ray snapshots often; that is intended here, not a warning
@@ -272,6 +288,7 @@ def train_grid(setup: Setup, prepared: pbc.Prepared, options: RunOptions) -> int
         "model",
         "tier",
         "pretrained",
+        "variant",
         "seed",
         "status",
         "epochs",

@@ -97,7 +97,7 @@ def test_image_smaller_than_the_crop_is_an_error_naming_it(tmp_path):
 def test_to_input_normalises_and_replicates_channels_without_copies():
     import torch
 
-    from raybench.loop import to_input
+    from raybench.batches import to_input
 
     x = torch.tensor([[[0, 255], [51, 128]]], dtype=torch.uint8)
     three = to_input(x, 3)

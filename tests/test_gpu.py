@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from raybench import loop, models, mps, spec
+from raybench import batches, loop, models, mps, spec
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -23,7 +23,7 @@ def trainer(step: str, precision: str = "fp32") -> loop.Trainer:
     model = models.build_model("resnet_18", image_size=64).cuda()
 
     def split(a, b):
-        return loop.DeviceSplit(a, b, channels=3, device=torch.device("cuda"))
+        return batches.DeviceSplit(a, b, channels=3, device=torch.device("cuda"))
 
     return loop.Trainer(model, split(x[:256], y[:256]), split(x[256:], y[256:]), config, seed=0, batch_size=32)
 

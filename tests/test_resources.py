@@ -53,3 +53,10 @@ def test_mps_is_joined_or_started_or_says_why_not(tmp_path, monkeypatch):
     assert state.active and not state.started_here and "joined" in state.reason
     mps.stop(state)  # not ours: left alone
     assert (tmp_path / "control").exists()
+
+
+def test_colour_images_and_whole_network_fine_tuning_need_more():
+    grey = resources.estimate_gpu_memory_gb(trial("resnet_50"))
+    assert resources.estimate_gpu_memory_gb(trial("resnet_50", input="colour")) > grey
+    head = resources.estimate_gpu_memory_gb(trial("resnet_50", pretrained=True))
+    assert resources.estimate_gpu_memory_gb(trial("resnet_50", pretrained=True, finetune="all")) > 2 * head

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from raybench import catalog, loop, models, runner, spec, train
+from raybench import batches, catalog, loop, models, runner, spec, train
 
 
 def scripted_stop(losses, **kwargs):
@@ -99,7 +99,7 @@ def make_trainer(*, seed=0, model="lenet5", **options):
     model = models.build_model(model, image_size=32)
 
     def split(a, b):
-        return loop.DeviceSplit(a, b, channels=channels, device=torch.device("cpu"))
+        return batches.DeviceSplit(a, b, channels=channels, device=torch.device("cpu"))
 
     return loop.Trainer(model, split(x[:32], y[:32]), split(x[32:], y[32:]), config, seed=seed, batch_size=8)
 

@@ -4,7 +4,7 @@ once into a memory-mapped cache. Torch-free.
 
     prepared = prepare(None)                      # the embedded 400-image sample; or a folder or the .zip
     x, y = load_split(prepared, "tiny", "train", cache_dir="~/.cache/raybench")
-    batch = loop.to_input(torch.from_numpy(x[:32]).to(device), channels=3)
+    batch = batches.to_input(torch.from_numpy(x[:32]).to(device), channels=3)
 
 Modules: `source` (finding, unpacking and downloading the data), `validation` (skipping broken files, finding
 duplicates), `tiers` (the tiers and splits), `preparation` (`prepare`, its report) and `cache` (`preprocess`,

@@ -1,5 +1,6 @@
 """The images as arrays (thesis §4.2): `preprocess` turns one image into the greyscale 352x352 centre crop
 (resized if smaller) as uint8, and `load_split` reads a tier's split from a decode-once, memory-mapped cache.
+`preprocess_colour` keeps the crop's RGB (input="colour", §7.2), in caches of their own.
 
 One cache file holds one split of the biggest prepared tier at one image size; every smaller tier's split is a
 prefix of it. Files are keyed by the images' content, the image size and PREPROCESS_VERSION, checksummed in chunks,
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 
 # part of the cache key; v2: 16-bit greyscale is scaled to 8 bits (v1 clipped it to white)
 PREPROCESS_VERSION = "pbc-grey(0.2989,0.587,0.114)-round-centercrop352-bilinear-v2"
+# input="colour" (§7.2): the same crop in RGB, channels first, in caches of their own (another key and file name)
+PREPROCESS_VERSION_COLOUR = "pbc-rgb-channels-first-centercrop352-bilinear-v1"
 _CHUNK_ROWS = 256  # the decoded cache is checksummed in chunks of this many images
 _NO_SPACE_HINT = "free some space or pass another cache folder (--cache)"
 
@@ -45,6 +48,25 @@ def preprocess(img: Image.Image, image_size: int = CROP) -> np.ndarray:
     16-bit greyscale is scaled to 8 bits first (round(v / 257)); pixels without a defined 8-bit scale (32-bit
     integer or float) are a ValueError, never a white or black image.
     """
+    crop = _centre_crop(img, image_size)
+    rgb = np.asarray(crop.convert("RGB"), dtype=np.float64)
+    grey = 0.2989 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+    grey = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+    if image_size < CROP:
+        grey = np.asarray(Image.fromarray(grey).resize((image_size, image_size), Image.BILINEAR))
+    return grey
+
+
+def preprocess_colour(img: Image.Image, image_size: int = CROP) -> np.ndarray:
+    """input="colour": `preprocess`'s crop (and resize) in RGB, without the luminance: uint8 (3, size, size)."""
+    rgb = _centre_crop(img, image_size).convert("RGB")
+    if image_size < CROP:
+        rgb = rgb.resize((image_size, image_size), Image.BILINEAR)
+    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
+
+
+def _centre_crop(img: Image.Image, image_size: int) -> Image.Image:
+    """The checked 352x352 centre crop, 16-bit greyscale scaled to 8 bits (round(v / 257))."""
     if image_size > CROP or image_size < 1:
         raise ValueError(f"image_size must be between 1 and {CROP} (the thesis crops {CROP}x{CROP}), got {image_size}")
     width, height = img.size
@@ -58,22 +80,18 @@ def preprocess(img: Image.Image, image_size: int = CROP) -> np.ndarray:
     crop = img.crop((left, top, left + CROP, top + CROP))
     if is_grey16(img):  # PIL's own conversion clips 16-bit values at 255
         crop = Image.fromarray(np.rint(np.asarray(crop, dtype=np.float64) / 257.0).astype(np.uint8), "L")
-    rgb = np.asarray(crop.convert("RGB"), dtype=np.float64)
-    grey = 0.2989 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
-    grey = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
-    if image_size < CROP:
-        grey = np.asarray(Image.fromarray(grey).resize((image_size, image_size), Image.BILINEAR))
-    return grey
+    return crop
 
 
 def load_split(
-    prepared: Prepared, tier: str, split: str, *, image_size: int = CROP, cache_dir: str | Path
+    prepared: Prepared, tier: str, split: str, *, image_size: int = CROP, cache_dir: str | Path, colour: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """(x uint8 (N, image_size, image_size), y int64 (N,)) of one tier and split, in manifest order.
 
     x is a read-only view of a memory-mapped cache shared by every trial on the machine. One cache file holds one
     split of the biggest tier of `prepared`; every smaller tier's split is a prefix of it. The file is keyed by the
     images' content, the image size and PREPROCESS_VERSION, checksummed, and rebuilt whenever it does not check out.
+    With `colour`, x is RGB (N, 3, image_size, image_size), from caches keyed by PREPROCESS_VERSION_COLOUR.
     """
     if tier not in prepared.tiers:
         hint = (
@@ -101,18 +119,22 @@ def load_split(
         Path(cache_dir).expanduser(),
         split=split,
         check_rows=len(index) if prefix else len(block),
+        colour=colour,
     )
     x = x[: len(index)] if prefix else np.asarray(x[index])
     return x, rows.label.to_numpy(dtype=np.int64)
 
 
 def _decoded(
-    root: Path, block: pd.DataFrame, image_size: int, cache_dir: Path, *, split: str, check_rows: int
+    root: Path, block: pd.DataFrame, image_size: int, cache_dir: Path, *, split: str, check_rows: int, colour: bool
 ) -> np.ndarray:
     """The cache of `block` at `image_size`, opened if it checks out, else built (once, under a lock) and opened."""
-    key = hashlib.sha256("\n".join([PREPROCESS_VERSION, str(image_size), *block.sha256]).encode()).hexdigest()
-    path = cache_dir / f"pbc-{split}-{image_size}px-{len(block)}-{key[:20]}.npy"
-    expected = {"key": key, "preprocess": PREPROCESS_VERSION, "shape": [len(block), image_size, image_size]}
+    version, mode, shape = PREPROCESS_VERSION, "", [len(block), image_size, image_size]
+    if colour:  # the greyscale caches keep their keys and names
+        version, mode, shape = PREPROCESS_VERSION_COLOUR, "rgb-", [len(block), 3, image_size, image_size]
+    key = hashlib.sha256("\n".join([version, str(image_size), *block.sha256]).encode()).hexdigest()
+    path = cache_dir / f"pbc-{split}-{image_size}px-{mode}{len(block)}-{key[:20]}.npy"
+    expected = {"key": key, "preprocess": version, "shape": shape}
     x = _open_cache(path, expected, check_rows)
     if x is None:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -120,7 +142,7 @@ def _decoded(
             x = _open_cache(path, expected, check_rows, quiet=True)  # another process may have built it meanwhile
             if x is None:
                 _remove_stale_temps(path)
-                _build_cache(path, root, block, image_size, expected)
+                _build_cache(path, root, block, image_size, expected, colour=colour)
                 x = _open_cache(path, expected, check_rows)
     if x is None:
         raise RuntimeError(
@@ -153,7 +175,9 @@ def _open_cache(path: Path, expected: dict, check_rows: int, quiet: bool = False
     return x
 
 
-def _build_cache(path: Path, root: Path, block: pd.DataFrame, image_size: int, expected: dict) -> None:
+def _build_cache(
+    path: Path, root: Path, block: pd.DataFrame, image_size: int, expected: dict, *, colour: bool = False
+) -> None:
     """Reserve the disk, decode `block` into a temporary .npy, checksum it, then move it and its sidecar in place."""
     shape = tuple(expected["shape"])
     header = io.BytesIO()
@@ -164,7 +188,7 @@ def _build_cache(path: Path, root: Path, block: pd.DataFrame, image_size: int, e
         with open(tmp, "r+b") as handle:  # the .npy header, written into the reserved file (no truncation)
             handle.write(header.getvalue())
         out = np.memmap(tmp, dtype=np.uint8, mode="r+", offset=header.tell(), shape=shape)
-        _decode_into(out, root, block, image_size)
+        _decode_into(out, root, block, image_size, colour=colour)
         out.flush()
         chunks = [hashlib.sha256(out[i : i + _CHUNK_ROWS]).hexdigest() for i in range(0, len(out), _CHUNK_ROWS)]
         del out
@@ -234,7 +258,7 @@ def _remove_stale_temps(path: Path) -> None:
             )
 
 
-def _decode_into(out: np.ndarray, root: Path, block: pd.DataFrame, image_size: int) -> None:
+def _decode_into(out: np.ndarray, root: Path, block: pd.DataFrame, image_size: int, *, colour: bool = False) -> None:
     """Preprocess image i of `block` into out[i], in threads, checking that each file is the one prepared."""
 
     def decode(i_image_sha: tuple[int, str, str]) -> None:
@@ -244,7 +268,7 @@ def _decode_into(out: np.ndarray, root: Path, block: pd.DataFrame, image_size: i
             raise ValueError(f"{root / image} changed since the data was prepared: prepare it again")
         with Image.open(io.BytesIO(content)) as img:
             try:
-                out[i] = preprocess(img, image_size)
+                out[i] = preprocess_colour(img, image_size) if colour else preprocess(img, image_size)
             except ValueError as error:
                 raise ValueError(f"{root / image}: {error}") from error
 

@@ -20,6 +20,15 @@ from raybench.report.comparison import (
     pretrained_ratios,
     trial_status,
 )
+from raybench.report.effects import (
+    effect_figure,
+    effect_summary,
+    effect_table,
+    effects,
+    slug,
+    split_baseline,
+    summary_table,
+)
 from raybench.report.figures import (
     accuracy_scatter,
     confusion_figure,
@@ -228,7 +237,27 @@ def build_report(results: Results, thesis: Thesis, *, tiers: Sequence[str] = (),
     if len(results.predictions):
         remapped, redone = maps_without_logits(results.trials, results.predictions, results.classes)
         results = dataclasses.replace(results, trials=remapped)
+    # the thesis's chapter 5 reads the baseline trials of its 22 models; the rest are "Effects" (and every trial is
+    # in the unstable trials and the list of all trials)
+    everything, results = results, split_baseline(results)
+    all_trials = trial_status(everything, thesis, tiers=tiers)
     trials = trial_status(results, thesis, tiers=tiers)
+    if trials.empty:  # nothing of the thesis's to compare with: a run of variants or other models only
+        return Report(
+            f"raybench report: {results.name}",
+            [
+                Paragraph(
+                    f"Results folder `{results.name}`{filters}. No baseline trial of the thesis's 22 models: nothing "
+                    "here compares with the thesis's chapter 5; the effects below compare the run's own trials."
+                ),
+                *_unstable_section(everything, all_trials),
+                *_effects_section(everything),
+                Heading(2, "All trials"),
+                trials_table(all_trials),
+                Heading(2, "Method"),
+                Bullets(METHOD_NOTES),
+            ],
+        )
     comparison = compare_with_thesis(configurations(trials), thesis)
     curves = map_curves(results.predictions, results.classes)
     ran_tiers = set(trials.tier)
@@ -257,7 +286,7 @@ def build_report(results: Results, thesis: Thesis, *, tiers: Sequence[str] = (),
         ),
         Paragraph(setup),
         Heading(2, "Summary"),
-        Bullets(tuple(summary(trials, comparison, has_plan=has_plan, tiers_not_run=tiers_not_run))),
+        Bullets(tuple(summary(all_trials, comparison, has_plan=has_plan, tiers_not_run=tiers_not_run))),
     ]
     if comparison.seeds_ok.sum():
         blocks += [
@@ -279,7 +308,7 @@ def build_report(results: Results, thesis: Thesis, *, tiers: Sequence[str] = (),
                 speed_scatter(comparison),
             ),
         ]
-    blocks += _unstable_section(results, trials)
+    blocks += _unstable_section(everything, all_trials)
     ratios = pretrained_ratios(comparison, thesis)
     for (tier, pretrained), _ in groups(comparison):
         blocks += _group_section(results, thesis, comparison, curves, ratios, tier=tier, pretrained=pretrained)
@@ -304,8 +333,44 @@ def build_report(results: Results, thesis: Thesis, *, tiers: Sequence[str] = (),
             )
             figure = size_figure(comparison, thesis, arch, value="seconds_per_epoch")
             blocks.append(Plot(f"epoch_time_{slug}", caption, figure))
-    blocks += [Heading(2, "All trials"), trials_table(trials), Heading(2, "Method"), Bullets(METHOD_NOTES)]
+    blocks += _effects_section(everything)
+    blocks += [Heading(2, "All trials"), trials_table(all_trials), Heading(2, "Method"), Bullets(METHOD_NOTES)]
     return Report(f"raybench report: {results.name}", blocks)
+
+
+def _effects_section(results: Results) -> list[Block]:
+    """The effect of every change a grid makes beyond its baseline (chapter 7): an overview, then a table and a
+    figure per change. Nothing when the run changes nothing."""
+    plan = results.plan
+    order = list(dict.fromkeys(plan.variant.fillna(""))) if plan is not None and "variant" in plan else []
+    rows = effects(results.trials, order=order)
+    if rows.empty:
+        return []
+    overview = effect_summary(rows)
+    blocks: list[Block] = [
+        Heading(2, "Effects"),
+        Paragraph(
+            "What the run changes beyond its baseline (the thesis's future work, chapter 7): each labelled sweep "
+            "against the unlabelled trials of the same model and tier, ImageNet fine-tunes against the same model "
+            "from scratch, and models beyond the thesis's 22 against the best thesis model of their tier. Test "
+            "accuracy, mean over finished seeds with its 95% Student-t interval; the intervals separate when they "
+            "do not overlap."
+        ),
+        summary_table(overview),
+    ]
+    for effect in overview.effect:
+        table = effect_table(rows, effect)
+        blocks += [
+            Heading(3, f"Effect of {effect}"),
+            table,
+            Plot(
+                f"effect_{slug(effect)}",
+                f"Effect of {effect}: test accuracy per configuration, the baseline hollow and grey, the change "
+                "filled; bars: 95% t-intervals over seeds (none with one seed); dotted: chance (1/8).",
+                effect_figure(rows, effect),
+            ),
+        ]
+    return blocks
 
 
 MAX_PANELS = 12  # confusion matrices of unstable trials drawn at most

@@ -122,14 +122,17 @@ def select(
 
 def expand_models(names: Sequence[str]) -> list[str]:
     """Model names, with an architecture name (any case, e.g. 'resnet', 'MLP-Mixer') standing for its models."""
-    by_arch = {arch.lower(): models for arch, models in catalog.ARCHITECTURES.items()}
+    by_arch: dict[str, tuple[str, ...]] = {}
+    for model, config in catalog.BUILT_IN.items():  # the thesis's and the future work's (chapter 7)
+        by_arch[config.architecture.lower()] = (*by_arch.get(config.architecture.lower(), ()), model)
     chosen: list[str] = []
     for name in names:
-        found = (name,) if name in ARCHITECTURE_OF else by_arch.get(name.lower())
+        found = (name,) if name in catalog.BUILT_IN else by_arch.get(name.lower())
         if found is None:
+            architectures = dict.fromkeys(c.architecture for c in catalog.BUILT_IN.values())
             raise ValueError(
-                f"unknown model {name!r}; valid: the architectures {', '.join(catalog.ARCHITECTURES)} "
-                f"or the models {', '.join(catalog.MODEL_NAMES)}"
+                f"unknown model {name!r}; valid: the architectures {', '.join(architectures)} "
+                f"or the models {', '.join(catalog.BUILT_IN)}"
             )
         chosen += [m for m in found if m not in chosen]
     return chosen
