@@ -1,6 +1,6 @@
 """A two-minute taste of the thesis on a 2-core laptop: four fast models on the embedded 400 real images.
 
-Tiny tier (198/76/115, the thesis's split rule), 64x64 inputs (352 centre crop, then resized), batches of 16, at most 20 epochs
+Tiny tier (198/76/115), 64x64 inputs (352 centre crop, then resized), batches of 16, at most 20 epochs
 with the early-stopping window shortened to fit; everything else is the thesis's loop. Expect ResNet-18
 and LeNet-5 well above chance (1/8), and MobileNetV3 near it, as in the thesis's tiny tier (table 5.7).
 """
