@@ -224,6 +224,11 @@ def effect_summary(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _signed(value):
+    """A difference rounded as shown, so that -0.0000001 reads +0.000, not -0.000."""
+    return value if is_missing(value) else round(float(value), 3) + 0.0
+
+
 def slug(effect: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", effect).strip("-").lower() or "effect"
 
@@ -235,7 +240,7 @@ def summary_table(summary: pd.DataFrame) -> Table:
             r.effect,
             r.change,
             f"{r.compared} of {r.configurations}",
-            fmt(r.mean_diff, "sacc"),
+            fmt(_signed(r.mean_diff), "sacc"),
             str(r.higher),
             str(r.lower),
             str(r.overlapping),
@@ -271,7 +276,7 @@ def effect_table(rows: pd.DataFrame, effect: str) -> Table:
                 str(int(r.baseline_seeds)),
                 fmt_interval(r.accuracy, r.accuracy_low, r.accuracy_high),
                 str(int(r.seeds)),
-                fmt(r.diff, "sacc"),
+                fmt(_signed(r.diff), "sacc"),
                 {"higher": "**yes, higher**", "lower": "**yes, lower**", "no": "no"}.get(r.separated, "–"),
             ]
         )
