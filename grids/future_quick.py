@@ -1,7 +1,7 @@
 """grids/future.py on a 2-core laptop in about ten minutes: each training option of the future work against the
 baseline, on the embedded 400 real images.
 
-Tiny tier (198 / 76 / 115), 64x64 inputs, batches of 16, at most 6 epochs with the early-stopping window shortened
+Tiny tier (198 / 76 / 115), 64x64 inputs, batches of 16, at most 5 epochs with the early-stopping window shortened
 to fit, three seeds. ResNet-18 (robust in the thesis) and MobileNetV3-Small (collapsing on its tiny tier) run the
 baseline and every option as a labelled sweep; ConvMixer-256/8 runs the baseline. Not here, as they download
 ImageNet weights or need the full dataset: the fine-tunes, the tiers between tiny and small, PBC pretraining.
@@ -28,7 +28,7 @@ GRID = {
     "options": {
         "image_size": 64,
         "batch_size": 16,
-        "max_epochs": 6,
+        "max_epochs": 5,
         "es_start": 1,
         "es_patience": 3,
         "es_min_delta": 0.01,
