@@ -6,7 +6,7 @@
     python -m benchmarks.lenet_collapse --impl bare --pixels raybench --order raybench --seeds 0,1 --max-epochs 2
 
 Both loops see the same images: raybench's own tier draw of the shared real sample (`data.prepare(...,
-tiers={'tiny': 400})`). raybench runs through `runner.train_trial`; the bare loop knows nothing of raybench's code:
+tiers={'tiny': 400})`). raybench runs through `trial.train_trial`; the bare loop knows nothing of raybench's code:
 ImageFolder-style loading, torchvision transforms on PIL images (Grayscale, CenterCrop(352), ToTensor, Normalize(0.5,
 0.225)), a plain DataLoader (batch 64, shuffled), SGD lr 0.1, ReduceLROnPlateau on the validation loss and the
 early-stopping rule of fig. 4.5, all as §4.2-4.5 describe them. Each (implementation, variant, seed) is one JSONL row,
@@ -103,10 +103,11 @@ def finite(value: float) -> bool:
 def run_raybench(
     seed: int, prepared, *, max_epochs: int, image_size: int, channels_last: bool, cache_dir: Path
 ) -> dict:
-    """One trial through raybench.runner.train_trial, watched by a Probe attached on the model's first forward."""
+    """One trial through raybench.trial.train_trial, watched by a Probe attached on the model's first forward."""
     import torch
 
-    from raybench import models, runner, spec
+    from raybench import models, spec
+    from raybench import trial as lifecycle
 
     probe: dict = {}
 
@@ -139,7 +140,7 @@ def run_raybench(
     config = spec.TrainConfig(device="cpu", max_epochs=max_epochs, image_size=image_size, channels_last=channels_last)
     trial = spec.Trial("lenet5", "tiny", seed=seed, config=config)
     try:
-        result = runner.train_trial(trial, prepared, cache_dir=cache_dir, on_epoch_end=on_epoch_end)
+        result = lifecycle.train_trial(trial, lifecycle.TrialData(prepared, cache_dir), on_epoch_end=on_epoch_end)
     finally:
         handle.remove()
     probe["probe"].take()  # the test pass; its counts come from the result's confusion matrix
@@ -149,7 +150,7 @@ def run_raybench(
         "init_sha": probe["init_sha"],
         "epochs": epochs,
         "n_epochs": row["epochs"],
-        "tested_epoch": row["best_epoch"],
+        "tested_epoch": row["tested_epoch"],
         "stopped_early": row["stopped_early"],
         "nonfinite": row["status"] == "diverged",
         "test_accuracy": row["test_accuracy"],
@@ -381,9 +382,10 @@ def worker(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message=".*not an image.*")
-    from raybench import data, runner
+    from raybench import data
+    from raybench import trial as lifecycle
 
-    cache_dir = Path(args.cache_dir) if args.cache_dir else runner.default_cache_dir()
+    cache_dir = Path(args.cache_dir) if args.cache_dir else lifecycle.default_cache_dir()
     prepared = data.prepare(str(args.data), tiers={"tiny": 400})
     out = Path(args.out)
     variant = variant_name(args.impl, args.pixels, args.order)

@@ -1,7 +1,7 @@
 """The live view of a grid on the console: how far it has come, how long it will take, what each running trial does.
 
-Ray-free: the Ray edge (run.py) feeds it trial events; it returns the lines to print. The ETA is a range, from
-what was measured: each unfinished trial's remaining epochs (at least until its early stopping could first
+Ray-free: the Ray edge (service.callbacks) feeds it trial events; it returns the lines to print. The ETA is a
+range, from what was measured: each unfinished trial's remaining epochs (at least until its early stopping could first
 stop it, at most its epoch cap) times its seconds per epoch (measured on the trial itself, else on the same
 model, else on any trial scaled by training images and parameters), spread over the trials running at once.
 """
@@ -14,6 +14,9 @@ import math
 import time
 
 import pandas as pd
+
+from raybench import spec
+from raybench.stopping import EarlyStopping
 
 
 def duration(seconds: float) -> str:
@@ -48,8 +51,7 @@ class GridProgress:
         self.clock, self.started = clock, clock()
         self.trials: dict[str, TrialState] = {}
         for row in plan.itertuples():
-            options = _options(row)
-            first_stop = int(options.get("es_start", 10)) + int(options.get("es_patience", 20)) + 1
+            first_stop = EarlyStopping.from_config(spec.make_config(_options(row))).earliest_stop
             self.trials[row.trial_id] = TrialState(
                 row.trial_id,
                 row.model,
@@ -75,7 +77,7 @@ class GridProgress:
         state.status = status
         if status == "ok" and row:
             return (
-                f"done {trial_id}: {row['epochs']} epochs (tested epoch {row['best_epoch']}), "
+                f"done {trial_id}: {row['epochs']} epochs (tested epoch {row['tested_epoch']}), "
                 f"test accuracy {row['test_accuracy']:.3f}, {duration(row['train_seconds'])}"
             )
         message = (row or {}).get("error") or ""

@@ -22,6 +22,7 @@ from torch import nn
 
 from raybench.batches import Augmentation, DeviceSplit
 from raybench.spec import TrainConfig
+from raybench.stopping import EarlyStopping
 
 
 def resolve_device(name: str) -> torch.device:
@@ -35,72 +36,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-class EarlyStopping:
-    """Thesis figure 4.5: the rule that both picks the tested checkpoint and stops training.
-
-    From 0-based epoch `start` on, an epoch improves when it is the first one considered or when its
-    mean validation loss is strictly below best - min_delta (mode "absolute", the thesis's) or below
-    best x (1 - min_delta) (mode "relative", §7.2); `patience` epochs without improvement stop. The tested
-    checkpoint is the last improvement (the thesis's) or, with tested="lowest_val_loss", the epoch with the
-    lowest validation loss from `start` on (the earliest of equal ones).
-    """
-
-    def __init__(
-        self,
-        *,
-        start: int = 10,
-        patience: int = 20,
-        min_delta: float = 0.1,
-        mode: str = "absolute",
-        tested: str = "last_improvement",
-    ) -> None:
-        self.start, self.patience, self.min_delta, self.mode, self.tested = start, patience, min_delta, mode, tested
-        self.epochs_seen = 0
-        self.best: float | None = None  # the loss of the last improvement, which later ones must beat
-        self.best_epoch: int | None = None  # 0-based
-        self.bad_epochs = 0
-        self.lowest: float | None = None
-        self.lowest_epoch: int | None = None
-
-    def step(self, val_loss: float) -> bool:
-        """Record one epoch's validation loss; True when this epoch becomes the tested checkpoint (save it)."""
-        epoch = self.epochs_seen
-        self.epochs_seen += 1
-        if epoch < self.start:
-            return False
-        if self.lowest is None or val_loss < self.lowest:
-            self.lowest, self.lowest_epoch = val_loss, epoch
-        if self.best is None or val_loss < self._bar():
-            self.best, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
-        else:
-            self.bad_epochs += 1
-        return self.tested_epoch == epoch
-
-    def _bar(self) -> float:
-        return self.best * (1 - self.min_delta) if self.mode == "relative" else self.best - self.min_delta
-
-    @property
-    def tested_epoch(self) -> int | None:
-        """The 0-based epoch whose checkpoint is tested, None before `start`."""
-        return self.lowest_epoch if self.tested == "lowest_val_loss" else self.best_epoch
-
-    @property
-    def tested_loss(self) -> float | None:
-        return self.lowest if self.tested == "lowest_val_loss" else self.best
-
-    @property
-    def should_stop(self) -> bool:
-        return self.bad_epochs >= self.patience
-
-    def state_dict(self) -> dict:
-        keys = ("start", "patience", "min_delta", "mode", "tested", "epochs_seen", "best", "best_epoch", "bad_epochs")
-        return {k: getattr(self, k) for k in (*keys, "lowest", "lowest_epoch")}
-
-    def load_state_dict(self, state: dict) -> None:
-        for key, value in state.items():
-            setattr(self, key, value)
 
 
 PRECISIONS = {  # precision -> (TF32 convolutions, TF32 matrix products, bf16 autocast), on CUDA
@@ -273,19 +208,13 @@ class Trainer:
             patience=config.plateau_patience,
             threshold=config.plateau_threshold,
         )
-        self.stopper = EarlyStopping(
-            start=config.es_start,
-            patience=config.es_patience,
-            min_delta=config.es_min_delta,
-            mode=config.es_mode,
-            tested=config.tested,
-        )
+        self.stopper = EarlyStopping.from_config(config)
         self.order_rng = torch.Generator().manual_seed(seed)  # data order, independent of model init
         # augmentation draws from its own stream, spawned from the same seed: augmenting leaves the data order as it is
         spawned = int(np.random.SeedSequence(seed % 2**64, spawn_key=(1,)).generate_state(1, np.uint64)[0]) >> 1
         self.augment_rng = torch.Generator().manual_seed(spawned)
         self.history: list[dict] = []
-        self.best_model: dict[str, torch.Tensor] | None = None
+        self.tested_model: dict[str, torch.Tensor] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -327,7 +256,7 @@ class Trainer:
         self.scheduler.step(val_loss)
         improved = self.stopper.step(val_loss)
         if improved:  # fig. 4.5: an improvement is checkpointed and is what gets tested (or the lowest loss so far)
-            self.best_model = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            self.tested_model = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
         row = {
             "epoch": self.epoch + 1,
             "train_loss": train_loss,
@@ -361,7 +290,7 @@ class Trainer:
             "numpy_rng": _numpy_rng_state(),
             "python_rng": _python_rng_state(),
             "history": list(self.history),
-            "best_model": self.best_model,
+            "tested_model": self.tested_model,
             "batch_size": self.batch_size,
         }
 
@@ -371,15 +300,14 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.stopper.load_state_dict(state["stopper"])
         self.order_rng.set_state(state["order_rng"])
-        if "augment_rng" in state:  # checkpoints from before augmentation have none (and did not augment)
-            self.augment_rng.set_state(state["augment_rng"])
+        self.augment_rng.set_state(state["augment_rng"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         _set_numpy_rng_state(state["numpy_rng"])
         _set_python_rng_state(state["python_rng"])
         self.history = list(state["history"])
-        self.best_model = state["best_model"]
+        self.tested_model = state["tested_model"]
         self.batch_size = state["batch_size"]
 
     def save(self, path: str | Path) -> None:

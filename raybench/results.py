@@ -50,9 +50,9 @@ TRIALS_SCHEMA = pa.schema(
         ("batch_size", pa.int64()),
         ("max_epochs", pa.int64()),
         ("epochs", pa.int64()),
-        ("best_epoch", pa.int64()),
+        ("tested_epoch", pa.int64()),  # 1-based: the epoch whose weights were tested (fig. 4.5, config.tested)
         ("stopped_early", pa.bool_()),
-        ("best_val_loss", pa.float64()),
+        ("tested_val_loss", pa.float64()),
         ("train_seconds", pa.float64()),
         ("seconds_per_epoch", pa.float64()),
         ("test_accuracy", pa.float64()),
@@ -107,6 +107,10 @@ MANIFEST_SCHEMA = pa.schema(
         ("split", pa.string()),
     ]
 )
+
+# what a trial reports when it ends: to Tune, to TensorBoard's HParams (the metrics) and in the run's final table
+METRIC_COLUMNS = ("test_accuracy", "map_at_5", "map_at_100", "epochs", "tested_epoch")
+SUMMARY_COLUMNS = ("status", "error", *METRIC_COLUMNS, "train_seconds", "batch_size")
 
 FILES = {"trials": TRIALS_SCHEMA, "epochs": EPOCHS_SCHEMA, "predictions": PREDICTIONS_SCHEMA}
 CLASS_METADATA = {b"raybench.classes": json.dumps(list(CLASSES)).encode()}
@@ -282,10 +286,13 @@ def read_table(out: str | Path, name: str) -> tuple[pd.DataFrame, dict[bytes, by
     paths = [path] if path.is_file() else sorted((out / "parts").glob(f"*.{name}.parquet"))
     if not paths:
         return FILES[name].empty_table().to_pandas(), {}
-    frames = [pd.read_parquet(p) for p in paths]
+    frames = [pd.read_parquet(p).rename(columns=RENAMED) for p in paths]
     metadata = pq.read_schema(paths[0]).metadata or {}
     frames = [f for f in frames if len(f)] or frames[:1]  # a failed trial's empty parts would blur the column types
     return pd.concat(frames, ignore_index=True), metadata
+
+
+RENAMED = {"best_epoch": "tested_epoch", "best_val_loss": "tested_val_loss"}  # their names in files before 2026-12
 
 
 def read_plan(out: str | Path) -> pd.DataFrame | None:

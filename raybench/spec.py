@@ -206,6 +206,17 @@ class Trial:
             return catalog.configuration(self.model).channels
         return 1 if self.config.input == "grey1" else 3
 
+    def parameters(self) -> dict:
+        """Its identity and every option as flat values (Tune's config keys, TensorBoard's HParams)."""
+        return {
+            "model": self.model,
+            "tier": self.tier,
+            "pretrained": self.pretrained,
+            "seed": self.seed,
+            **dataclasses.asdict(self.config),
+            "batch_size": self.batch_size,
+        }
+
     def columns(self) -> dict:
         """The columns that identify this trial in trials.parquet and plan.parquet; `options` holds every option."""
         config = self.config

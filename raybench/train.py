@@ -6,9 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from raybench import catalog, results, runner, spec
+from raybench import catalog, results, spec
 from raybench import data as pbc
 from raybench.loop import Trainer
+from raybench.trial import TrialData, default_cache_dir, train_trial
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"training option; keys: {', '.join(spec.config_keys())}",
     )
     parser.add_argument(
-        "--cache", default=str(runner.default_cache_dir()), help="decode-once image cache folder (default: %(default)s)"
+        "--cache", default=str(default_cache_dir()), help="decode-once image cache folder (default: %(default)s)"
     )
     parser.add_argument("--out", required=True, help="folder for trials/epochs/predictions/manifest.parquet")
     args = parser.parse_args(argv)
@@ -59,12 +60,12 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-    result = runner.train_trial(trial, prepared, cache_dir=args.cache, weights_file=args.weights, on_epoch_end=show)
+    result = train_trial(trial, TrialData(prepared, args.cache), weights_file=args.weights, on_epoch_end=show)
     out = Path(args.out)
     results.write_results(out, [result], manifest=prepared.manifest[prepared.manifest.tier == trial.tier])
     t = result.trial
     print(
-        f"{trial.trial_id}: {t['epochs']} epochs (tested epoch {t['best_epoch']}), test accuracy "
+        f"{trial.trial_id}: {t['epochs']} epochs (tested epoch {t['tested_epoch']}), test accuracy "
         f"{t['test_accuracy']:.3f}, mAP@5 {t['map_at_5']:.3f}, {t['train_seconds']:.1f}s -> {out}"
     )
     return 0

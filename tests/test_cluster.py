@@ -530,8 +530,8 @@ def test_a_node_lost_mid_trial_costs_only_time(cluster, work, undisturbed):
     numbers = [
         "trial_id",
         "epochs",
-        "best_epoch",
-        "best_val_loss",
+        "tested_epoch",
+        "tested_val_loss",
         "test_accuracy",
         "map_at_5",
         "map_at_100",

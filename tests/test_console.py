@@ -42,7 +42,7 @@ def test_counts_eta_and_lines_follow_the_trials():
     # soonest: every trial stops at epoch 31 (es_start + es_patience + 1); latest: all run 100 epochs
     low, high = progress.eta()
     assert low == 29 * 2 + 31 * 20 + 31 * 4 and high == 98 * 2 + 100 * 20 + 100 * 4
-    end = progress.trial_ended("lenet5-tiny-seed0", "ok", {"epochs": 31, "best_epoch": 11, "test_accuracy": 0.25,
+    end = progress.trial_ended("lenet5-tiny-seed0", "ok", {"epochs": 31, "tested_epoch": 11, "test_accuracy": 0.25,
                                                            "train_seconds": 62})  # fmt: skip
     assert end == "done lenet5-tiny-seed0: 31 epochs (tested epoch 11), test accuracy 0.250, 1m02s"
     assert progress.trial_ended("resnet_18-tiny-seed0", "failed", {"error": "Traceback\nRuntimeError: boom"}) == (

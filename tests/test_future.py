@@ -176,7 +176,7 @@ def test_results_without_variants_have_no_effects_and_keep_every_trial_for_the_t
 
 
 def test_the_thesis_sections_read_the_baseline_and_effects_the_rest(tmp_path):
-    rows = TRIALS.assign(image_size=64, precision="fp32", batch_size=16, max_epochs=8, epochs=5, best_epoch=3)
+    rows = TRIALS.assign(image_size=64, precision="fp32", batch_size=16, max_epochs=8, epochs=5, tested_epoch=3)
     rows = rows.astype(object).where(rows.notna(), None)
     rows["confusion_matrix"] = [[[int(i == j) for j in range(8)] for i in range(8)]] * len(rows)
     results.write_results(tmp_path, [results.TrialResult(r, [], []) for r in rows.to_dict("records")])

@@ -14,26 +14,25 @@ PACKAGE = Path(__file__).resolve().parents[1] / "raybench"
 ALLOWED = {
     "catalog": set(),
     "spec": {"catalog"},
+    "stopping": {"spec"},
     "grid": {"catalog", "spec"},
     "metrics": set(),
     "data": {"catalog", "data"},
     "results": {"catalog"},
-    "models": {"catalog"},
+    "models": {"catalog", "models"},
     "batches": {"catalog"},
-    "loop": {"batches", "catalog", "spec"},
+    "loop": {"batches", "catalog", "spec", "stopping"},
     "resources": {"catalog", "models", "spec"},
-    "runner": {"batches", "catalog", "data", "loop", "metrics", "models", "resources", "results", "spec"},
-    "train": {"catalog", "data", "loop", "results", "runner", "spec"},
+    "trial": {"batches", "catalog", "data", "loop", "metrics", "models", "resources", "results", "spec"},
+    "train": {"catalog", "data", "loop", "results", "spec", "trial"},
     "report": {"catalog", "metrics", "report", "results"},
-    "trainable": {"data", "loop", "results", "runner", "spec"},
-    "console": set(),
+    "console": {"spec", "stopping"},
     "mps": set(),
-    "callbacks": {"console", "results", "spec", "trainable"},
-    "tuning": {"callbacks", "console", "data", "grid", "models", "mps", "resources", "results", "spec", "trainable"},
-    "run": {"data", "grid", "models", "mps", "resources", "results", "spec", "trainable", "tuning"},
+    "service": {"console", "data", "grid", "loop", "models", "mps", "resources", "results", "service", "spec", "trial"},
+    "run": {"service"},
 }
-RAY_EDGE = {"trainable", "callbacks", "tuning", "run"}
-TORCH_FREE = {"catalog", "spec", "grid", "results", "metrics", "data", "report", "console", "mps"}
+RAY_EDGE = {"service"}
+TORCH_FREE = {"catalog", "spec", "stopping", "grid", "results", "metrics", "data", "report", "console", "mps"}
 
 
 def unit(path: Path) -> str:

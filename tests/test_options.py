@@ -12,7 +12,8 @@ import torch
 import torchvision
 from PIL import Image
 
-from raybench import batches, catalog, data, loop, models, runner, spec
+from raybench import batches, catalog, data, loop, models, spec
+from raybench import trial as lifecycle
 from raybench.data import cache
 
 SIZE = 32
@@ -166,7 +167,7 @@ def test_a_trial_with_every_option_at_its_default_gives_the_numbers_it_gave_befo
     # recorded with the code before these options existed (same machine: equal to the last bit; elsewhere fp32
     # summation order may move the last digits)
     config = spec.TrainConfig(image_size=SIZE, max_epochs=4, es_start=1, es_patience=2, device="cpu")
-    result = runner.train_trial(spec.Trial("lenet5", "tiny", config=config), embedded, cache_dir=tmp_path)
+    result = lifecycle.train_trial(spec.Trial("lenet5", "tiny", config=config), lifecycle.TrialData(embedded, tmp_path))
     before = [
         (2.013232707977295, 2.009427309036255, 0.1, False),
         (1.9515992403030396, 1.959505319595337, 0.1, True),
@@ -177,7 +178,7 @@ def test_a_trial_with_every_option_at_its_default_gives_the_numbers_it_gave_befo
         assert row["train_loss"] == pytest.approx(train_loss, rel=1e-5)
         assert row["val_loss"] == pytest.approx(val_loss, rel=1e-5)
         assert (row["lr"], row["improved"]) == (lr, improved)
-    assert (result.trial["best_epoch"], result.trial["test_accuracy"]) == (4, pytest.approx(36 / 115))
+    assert (result.trial["tested_epoch"], result.trial["test_accuracy"]) == (4, pytest.approx(36 / 115))
 
 
 # ------------------------------------------------------------------------------------------ the optimiser
@@ -233,7 +234,7 @@ def test_a_halved_batch_scales_the_rate(scaling, expected):
         if trainer.batch_size > 8:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    trainer = runner.fit_halving_on_oom(build, batch_size=16, on_epoch_end=on_epoch_end)
+    trainer = lifecycle.fit_halving_on_oom(build, batch_size=16, on_epoch_end=on_epoch_end)
     assert built == [16, 8]
     assert [row["lr"] for row in trainer.history] == pytest.approx([expected] * 2, rel=1e-12)
 
@@ -311,9 +312,9 @@ def test_the_trainer_keeps_the_lowest_epochs_model():
     )
     assert (trainer.stopper.tested_epoch, trainer.stopper.tested_loss, trainer.stopper.best_epoch) == (4, 2.25, 1)
     assert [row["improved"] for row in trainer.history] == [False, True, True, False, True, False]  # each new lowest
-    for key, value in trainer.best_model.items():
+    for key, value in trainer.tested_model.items():
         assert torch.equal(value, states[4][key])
-    assert not all(torch.equal(value, states[5][key]) for key, value in trainer.best_model.items())
+    assert not all(torch.equal(value, states[5][key]) for key, value in trainer.tested_model.items())
 
 
 # ------------------------------------------------------------------------------------------ augmentation
@@ -485,7 +486,9 @@ def test_the_colour_cache_is_rgb_and_keyed_apart_from_the_grey_one(embedded, tmp
 
 def test_measured_normalisation_uses_the_training_splits_statistics(embedded, tmp_path):
     config = spec.TrainConfig(image_size=SIZE, device="cpu", input="colour", normalise="measured", max_epochs=1)
-    trainer = runner.build_trainer(spec.Trial("lenet5", "tiny", config=config), embedded, cache_dir=tmp_path)
+    trainer = lifecycle.build_trainer(
+        spec.Trial("lenet5", "tiny", config=config), lifecycle.TrialData(embedded, tmp_path)
+    )
     pixels = trainer.train.x.numpy().astype(np.float64) / 255
     assert trainer.train.x.shape[1:] == (3, SIZE, SIZE) and trainer.model.features[0].in_channels == 3  # LeNet-5
     np.testing.assert_allclose(trainer.train.mean, pixels.mean((0, 2, 3)), rtol=1e-12)
@@ -494,10 +497,9 @@ def test_measured_normalisation_uses_the_training_splits_statistics(embedded, tm
     batch = torch.cat([x for x, _ in trainer.train.batches(64)])
     np.testing.assert_allclose(batch.mean((0, 2, 3)), 0, atol=1e-4)
     np.testing.assert_allclose(batch.std((0, 2, 3)), 1, atol=1e-3)
-    thesis = runner.build_trainer(
+    thesis = lifecycle.build_trainer(
         spec.Trial("lenet5", "tiny", config=spec.TrainConfig(image_size=SIZE, device="cpu")),
-        embedded,
-        cache_dir=tmp_path,
+        lifecycle.TrialData(embedded, tmp_path),
     )
     assert (thesis.train.mean, thesis.train.std) == ((0.5,), (0.225,))
 
@@ -537,7 +539,7 @@ def test_a_trial_with_several_options_at_once(tmp_path, embedded):
     }
     config = spec.TrainConfig(image_size=SIZE, max_epochs=3, es_start=0, device="cpu", **options)
     trial = spec.Trial("resnet_18", "tiny", pretrained=True, config=config)
-    result = runner.train_trial(trial, embedded, cache_dir=tmp_path / "cache", weights_file=weights)
+    result = lifecycle.train_trial(trial, lifecycle.TrialData(embedded, tmp_path / "cache"), weights_file=weights)
     row = result.trial
     recorded_options = json.loads(row["options"])
     assert {k: recorded_options[k] for k in options} == options
@@ -545,4 +547,4 @@ def test_a_trial_with_several_options_at_once(tmp_path, embedded):
     assert row["trainable_parameters"] == row["parameters"] == 11_180_616
     assert result.epochs[0]["lr"] == pytest.approx(0.05)
     val = [e["val_loss"] for e in result.epochs]
-    assert row["best_epoch"] == val.index(min(val)) + 1 and row["best_val_loss"] == min(val)
+    assert row["tested_epoch"] == val.index(min(val)) + 1 and row["tested_val_loss"] == min(val)

@@ -97,7 +97,7 @@ def test_a_grid_registers_its_own_model_and_the_trial_process_builds_it(tmp_path
     (own,) = g.models
     assert (own.architecture, own.channels, own.builder_path, g.trials[0].batch_size) == ("Tiny", 1, str(tmp_path), 8)
     assert own.activation_mb == grid.OWN_ACTIVATION_MB
-    # a fresh trial process knows only raybench's models until the grid's are registered (tuning.run_trial does it)
+    # a fresh trial process knows only raybench's models until the grid's are registered (trainable.tune_trial does)
     model = models.build_model("own_net", image_size=32)
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 8)
     assert models.parameter_counts("own_net", image_size=32) == models.count_parameters(model)

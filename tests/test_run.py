@@ -91,7 +91,7 @@ def test_small_grid_end_to_end(tmp_path):
     for t in trials.itertuples():
         rows = epochs[epochs.trial_id == t.trial_id]
         assert list(rows.epoch) == list(range(1, t.epochs + 1))
-        assert 1 <= t.best_epoch <= t.epochs
+        assert 1 <= t.tested_epoch <= t.epochs
         assert (r["predictions"].trial_id == t.trial_id).sum() == t.n_test
     assert set(r["manifest"].split) == {"train", "val", "test"}
     assert (out / "plan.parquet").exists()
@@ -154,7 +154,7 @@ def test_a_failed_copy_to_storage_loses_nothing(tmp_path):
 def trial_numbers(results: Path):
     r = read(results)
     ep = r["epochs"].sort_values(["trial_id", "epoch"])[["trial_id", "epoch", "train_loss", "val_loss", "lr"]]
-    tr = r["trials"].sort_values("trial_id")[["trial_id", "epochs", "best_epoch", "test_accuracy", "map_at_5"]]
+    tr = r["trials"].sort_values("trial_id")[["trial_id", "epochs", "tested_epoch", "test_accuracy", "map_at_5"]]
     return ep.reset_index(drop=True), tr.reset_index(drop=True)
 
 

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from raybench import run, tuning
+from raybench import run
+from raybench.service import driver
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = str(ROOT / "grids" / "quickstart.py")
@@ -96,7 +97,7 @@ def test_gpu_trials_share_a_gpu_only_where_sharing_pays(tmp_path, capsys):
     assert (plan() == 1.0).all()  # no MPS daemon here: packing would only make the trials take turns
     assert (plan("--gpu-sharing", "always") < 1).all()  # asked for: packed by memory
     assert (plan("--gpu-sharing", "off") == 1.0).all()
-    assert tuning.gpu_sharing("auto", local_gpu=False, cluster_gpu=False).label == ""
+    assert driver.choose_sharing("auto", local_gpu=False, cluster_gpu=False).label == ""
 
 
 def test_resume_with_other_options_and_a_new_run_over_old_results_are_refused(tmp_path, capsys):

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from raybench import batches, catalog, loop, models, runner, spec, train
+from raybench import batches, catalog, loop, models, spec, train
+from raybench import trial as lifecycle
 
 
 def scripted_stop(losses, **kwargs):
@@ -155,10 +156,10 @@ def test_out_of_memory_halves_the_batch_size_and_starts_again():
         if trainer.batch_size > 8:  # a card that holds 8 images at most
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    trainer = runner.fit_halving_on_oom(build, batch_size=32, on_epoch_end=on_epoch_end)
+    trainer = lifecycle.fit_halving_on_oom(build, batch_size=32, on_epoch_end=on_epoch_end)
     assert built == [32, 16, 8] and trainer.batch_size == 8 and trainer.epoch == 2
     with pytest.raises(torch.cuda.OutOfMemoryError):
-        runner.fit_halving_on_oom(build, batch_size=32, on_epoch_end=on_epoch_end, min_batch_size=16)
+        lifecycle.fit_halving_on_oom(build, batch_size=32, on_epoch_end=on_epoch_end, min_batch_size=16)
 
 
 def test_one_trial_runner_writes_the_four_files(tmp_path, capsys):
@@ -193,7 +194,7 @@ def test_one_trial_runner_writes_the_four_files(tmp_path, capsys):
     t = r["trials"].iloc[0]
     assert (t.status, t.n_train, t.n_val, t.n_test, t.parameters) == ("ok", 198, 76, 115, t.trainable_parameters)
     assert t.duplicate_pairs_train_test == 0  # the embedded sample has no duplicates
-    assert list(r["epochs"].epoch) == list(range(1, t.epochs + 1)) and 1 <= t.best_epoch <= t.epochs
+    assert list(r["epochs"].epoch) == list(range(1, t.epochs + 1)) and 1 <= t.tested_epoch <= t.epochs
     assert len(r["manifest"]) == 389 and set(r["manifest"].tier) == {"tiny"}  # the thesis's rule leaves 11 out
     p = r["predictions"]
     scores = p[[c for c in p.columns if c.startswith("score_")]].to_numpy()
@@ -218,7 +219,7 @@ def test_a_pretrained_trial_in_bf16_and_channels_last_runs_and_records_it(tmp_pa
         image_size=32, max_epochs=2, es_start=0, precision="bf16", channels_last=True, device="cpu"
     )
     trial = spec.Trial("resnet_18", "tiny", pretrained=True, config=config)
-    result = runner.train_trial(trial, embedded, cache_dir=tmp_path / "cache", weights_file=weights)
+    result = lifecycle.train_trial(trial, lifecycle.TrialData(embedded, tmp_path / "cache"), weights_file=weights)
     row = result.trial
     assert (row["pretrained"], row["precision"], row["channels_last"], row["trainable_parameters"]) == (
         True,
@@ -232,7 +233,7 @@ def test_a_pretrained_trial_in_bf16_and_channels_last_runs_and_records_it(tmp_pa
 
 def test_a_loss_that_is_not_finite_ends_the_trial_and_says_so(tmp_path, embedded):
     config = spec.TrainConfig(image_size=32, max_epochs=6, es_start=0, lr=1e30, device="cpu")  # diverges at once
-    result = runner.train_trial(spec.Trial("lenet5", "tiny", config=config), embedded, cache_dir=tmp_path)
+    result = lifecycle.train_trial(spec.Trial("lenet5", "tiny", config=config), lifecycle.TrialData(embedded, tmp_path))
     row = result.trial
     assert row["status"] == "diverged" and "is not finite" in row["error"] and row["epochs"] < 6
     assert len(result.epochs) == row["epochs"]

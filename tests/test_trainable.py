@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from ray import tune
 
-from raybench import results, trainable
+from raybench import results
+from raybench.service import trainable
 
 
 def finished(trial_id="lenet5-tiny-seed0"):

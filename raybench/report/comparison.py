@@ -76,7 +76,7 @@ def configurations(trials: pd.DataFrame) -> pd.DataFrame:
             mean, low, high = mean_interval(ok.get(metric, ()))  # proportions: the interval is clipped to [0, 1]
             row[name], row[f"{name}_low"], row[f"{name}_high"] = mean, max(low, 0.0), min(high, 1.0)
         row["accuracy_sd"] = float(ok.test_accuracy.std(ddof=1)) if len(ok) > 1 else math.nan
-        for metric in ("epochs", "best_epoch", "train_seconds", "seconds_per_epoch"):
+        for metric in ("epochs", "tested_epoch", "train_seconds", "seconds_per_epoch"):
             row[metric] = mean_interval(ok.get(metric, ()))[0]
         source = ok if len(ok) else group
         row["total_parameters"] = _first(source, "parameters")

@@ -94,7 +94,7 @@ def _key(number: str, *parts: str) -> str:
 TIER_COLUMNS = [
     "model", "architecture", "status", "seeds_ok", "seeds_failed", "seeds_missing", "seeds",
     "parameters", "thesis_parameters", "parameters_diff", "batch_size", "thesis_batch_size", "batch_size_diff",
-    "epochs", "hit_epoch_limit", "thesis_epochs", "thesis_hit_epoch_limit", "epochs_diff", "best_epoch",
+    "epochs", "hit_epoch_limit", "thesis_epochs", "thesis_hit_epoch_limit", "epochs_diff", "tested_epoch",
     "train_seconds", "thesis_train_seconds", "train_seconds_ratio",
     "seconds_per_epoch", "thesis_seconds_per_epoch", "seconds_per_epoch_ratio",
     "accuracy", "accuracy_low", "accuracy_high", "accuracy_sd", "thesis_accuracy", "accuracy_diff",
@@ -283,7 +283,7 @@ def change_table(ratios: pd.DataFrame, *, tier: str) -> Table:
 def trials_table(trials: pd.DataFrame) -> Table:
     """Every trial, finished, failed, diverged or missing, with its error's last line."""
     columns = [
-        "trial_id", "model", "tier", "pretrained", "seed", "status", "epochs", "best_epoch", "stopped_early",
+        "trial_id", "model", "tier", "pretrained", "seed", "status", "epochs", "tested_epoch", "stopped_early",
         "test_accuracy", "map_at_5", "map_at_100", "classes_predicted", "collapsed", "train_seconds",
         "seconds_per_epoch", "device", "error",
     ]  # fmt: skip
@@ -300,7 +300,7 @@ def trials_table(trials: pd.DataFrame) -> Table:
                 _trial_name(r),
                 _trial_status(r.status),
                 fmt(r.epochs, "int"),
-                fmt(r.best_epoch, "int"),
+                fmt(r.tested_epoch, "int"),
                 fmt(r.test_accuracy, "acc"),
                 _classes_cell(r.classes_predicted, collapsed),
                 fmt(r.map_at_5, "acc"),
@@ -323,7 +323,7 @@ def instability_table(trials: pd.DataFrame, classes: Sequence[str]) -> Table:
     unstable = trials[(trials.status == "diverged") | trials.collapsed.fillna(False).astype(bool)]
     columns = [
         "trial_id", "model", "tier", "pretrained", "seed", "status", "classes_predicted", "collapsed", "epochs",
-        "best_epoch", "test_accuracy", "error",
+        "tested_epoch", "test_accuracy", "error",
     ]  # fmt: skip
     data = unstable.reindex(columns=columns).reset_index(drop=True)
     data["predicted_counts"] = [_predicted_counts(m, classes) for m in unstable.get("confusion_matrix", [])]
@@ -338,7 +338,7 @@ def instability_table(trials: pd.DataFrame, classes: Sequence[str]) -> Table:
             _classes_cell(r.classes_predicted, 1 if not is_missing(r.collapsed) and bool(r.collapsed) else 0),
             r.predicted_counts or "–",
             fmt(r.epochs, "int"),
-            fmt(r.best_epoch, "int"),
+            fmt(r.tested_epoch, "int"),
             fmt(r.test_accuracy, "acc"),
             _last_line(r.error),
         ]

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from ray import tune
 
-from raybench import console, results, trainable
+from raybench import console, results
+from raybench.service import trainable
 from raybench.spec import Trial
 
 TENSORBOARD_DIR = "tensorboard"
@@ -151,7 +152,6 @@ class CurvesCallback(tune.Callback):
         "val_accuracy": "accuracy/validation",
         "lr": "learning_rate/lr",
     }
-    FINAL = ("test_accuracy", "map_at_5", "map_at_100", "epochs", "best_epoch")
 
     def __init__(self, out: Path, specs: dict[str, Trial]) -> None:
         self.root, self.specs, self.writers = out / TENSORBOARD_DIR, specs, {}
@@ -189,7 +189,7 @@ class CurvesCallback(tune.Callback):
         trial_id = trial.config["trial_id"]
         if last.get("done") and last.get("status", "ok") == "ok":
             hparams = {k: v for k, v in trial.config.items() if isinstance(v, (int, float, str, bool))}
-            metrics = {f"test/{k}": float(last[k]) for k in self.FINAL if k in last}
+            metrics = {f"test/{k}": float(last[k]) for k in results.METRIC_COLUMNS if k in last}
             self.writer(trial_id).add_hparams(hparams, metrics, name=".")
         self.close(trial_id)
 

@@ -18,9 +18,10 @@ import torch
 from ray import tune
 
 from raybench import data as pbc
-from raybench import results, runner
+from raybench import grid, results
 from raybench.loop import Trainer
 from raybench.spec import Trial
+from raybench.trial import Placement, TrialData, build_trainer, default_cache_dir, fit_halving_on_oom, test_trial
 
 STATE_FILE = "state.pt"
 HISTORY_FILE = "history.json"  # the epoch rows so far, small enough for the driver to read after a failure
@@ -91,25 +92,30 @@ class FaultDrill:
             raise InjectedFailure(f"injected failure after epoch {epoch} ({self.kind}:{self.epoch})")
 
 
-def run_trial(
+def tune_trial(
     config: dict,
     *,
+    models: tuple = (),
     prepared: pbc.Prepared,
     specs: dict[str, Trial],
     drills: dict[str, FaultDrill] | None = None,
     cache_dir: str | None = None,
     checkpoint_every: float = 0.0,
-    gpu_sharing: str = "",
+    sharing: str = "",
 ) -> None:
-    """The function trainable (wrapped by `tune.with_parameters` and `tune.with_resources` in run.py).
+    """The function Tune calls for each trial (wrapped by `tune.with_parameters` and `tune.with_resources` in
+    service.driver).
 
     `config` is the trial's parameters (trial_id, model, tier, pretrained, seed and every option); the spec
-    itself comes from `specs`. The cache folder is resolved on the node that trains ("~" is its user's home).
-    `gpu_sharing` says how a trial given part of a GPU shares it ("mps" or "time-sliced"), for its result row.
+    itself comes from `specs`. `models` are the grid's own model declarations: a fresh trial process's catalog
+    holds raybench's only, so they are registered here first. The cache folder is resolved on the node that
+    trains ("~" is its user's home). `sharing` says how a trial given part of a GPU shares it ("mps" or
+    "time-sliced"), for its row's `gpu_sharing`.
     """
+    grid.use_models(models)
     trial = trial_spec(config, specs)
     drill = (drills or {}).get(trial.trial_id)
-    cache_dir = Path(cache_dir or runner.default_cache_dir()).expanduser()
+    data = TrialData(prepared, Path(cache_dir or default_cache_dir()))
     checkpoint = tune.get_checkpoint()
     finished = result_from_checkpoint(checkpoint)
     if finished is not None:  # it had finished before the driver noticed: report it again
@@ -128,7 +134,7 @@ def run_trial(
         )
 
     def build(batch_size: int) -> Trainer:
-        return runner.build_trainer(trial, prepared, cache_dir=cache_dir, batch_size=batch_size)
+        return build_trainer(trial, data, batch_size=batch_size)
 
     # Checkpointing the whole state every epoch would write 4.7 TB over the thesis grid (benchmarks/ray_overhead.py):
     # save at most every `checkpoint_every` seconds; a resumed trial repeats the epochs since (same seeds, same
@@ -145,34 +151,21 @@ def run_trial(
         if drill is not None:
             drill.check(row["epoch"], start_epoch)
 
-    trainer = runner.fit_halving_on_oom(
+    trainer = fit_halving_on_oom(
         build,
         batch_size=state["batch_size"] if state else trial.batch_size,
         state=state,
         on_epoch_end=on_epoch_end,
         label=trial.trial_id,
     )
-    result = runner.finish_trial(trainer, trial, prepared, cache_dir=cache_dir)
-    result.trial["node"] = node
-    result.trial["gpu_fraction"] = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))
-    result.trial["gpu_sharing"] = gpu_sharing if result.trial["gpu_fraction"] < 1 else ""
+    gpu_fraction = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))
+    placement = Placement(node, gpu_fraction, sharing if gpu_fraction < 1 else "")
+    result = test_trial(trainer, trial, data, placement=placement)
     _report({"done": True, **_summary(result)}, None, result=result)
 
 
 def _summary(result: results.TrialResult) -> dict:
-    row = result.trial
-    keys = (
-        "status",
-        "error",
-        "epochs",
-        "best_epoch",
-        "test_accuracy",
-        "map_at_5",
-        "map_at_100",
-        "train_seconds",
-        "batch_size",
-    )
-    return {k: row[k] for k in keys}
+    return {k: result.trial[k] for k in results.SUMMARY_COLUMNS}
 
 
 def history_from_checkpoint(checkpoint: tune.Checkpoint | None) -> list[dict]:

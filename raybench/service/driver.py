@@ -1,7 +1,8 @@
 """The Ray side of a run: what each trial asks the scheduler for, the Tuner over the grid, and the run itself.
 
-`run.py` loads and checks everything first; `train_grid` then starts (or joins) Ray, trains the trials
-through Tune with the callbacks that save, show and draw them, consolidates the results and copies them.
+`service.cli` loads and checks everything first; `run_grid` then starts (or joins) Ray, plans the trials for
+the cluster it finds, trains them through Tune with the callbacks that save, show and draw them, consolidates
+the results and copies them.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from raybench import callbacks, console, models, mps, resources, results, spec, trainable
+from raybench import console, models, mps, resources, results, spec
 from raybench import data as pbc
 from raybench import grid as grids
+from raybench.service import callbacks, trainable
 
 
 def print_table(frame: pd.DataFrame) -> None:
@@ -31,13 +33,12 @@ def print_table(frame: pd.DataFrame) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
-    """Everything a run needs before Ray starts: the grid, where results go, the plan and the drills."""
+    """Everything a run needs before Ray starts: the grid, where results go, the GPU memory and the drills."""
 
     grid: grids.Grid
     name: str
     out: Path
     gpu_gb: float | None
-    plan: pd.DataFrame
     drills: dict[str, trainable.FaultDrill]
 
 
@@ -106,24 +107,12 @@ def mirror_uri(storage: str | None, name: str) -> str | None:
 def param_space(trials: list[spec.Trial]) -> dict:
     """One grid axis over the trial ids; model, tier, pretrained, seed and every option as config keys beside it,
     so that Tune's dataframes, the dashboard, TensorBoard's HParams and MLflow show and filter them."""
-    values = {t.trial_id: {**parameters(t)} for t in trials}
+    values = {t.trial_id: t.parameters() for t in trials}
     keys = list(next(iter(values.values()))) if values else []
     space = {"trial_id": tune.grid_search(list(values))}
     for key in keys:
         space[key] = tune.sample_from(lambda config, key=key: values[config["trial_id"]][key])
     return space
-
-
-def parameters(trial: spec.Trial) -> dict:
-    """A trial's identity and options as flat config values."""
-    return {
-        "model": trial.model,
-        "tier": trial.tier,
-        "pretrained": trial.pretrained,
-        "seed": trial.seed,
-        **dataclasses.asdict(trial.config),
-        "batch_size": trial.batch_size,
-    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +124,7 @@ class Sharing:
     mps: mps.Mps | None = None  # the daemon state when this run joined or started one here
 
 
-def gpu_sharing(mode: str, *, local_gpu: bool, cluster_gpu: bool) -> Sharing:
+def choose_sharing(mode: str, *, local_gpu: bool, cluster_gpu: bool) -> Sharing:
     """Decide --gpu-sharing: pack trials on a GPU only under MPS (or always, if asked); never without a GPU."""
     if not cluster_gpu or mode == "off":
         return Sharing("", "off: every GPU trial takes a whole GPU")
@@ -152,7 +141,13 @@ def gpu_sharing(mode: str, *, local_gpu: bool, cluster_gpu: bool) -> Sharing:
 
 
 def build_tuner(
-    setup: Setup, prepared: pbc.Prepared, options: RunOptions, *, gpu_gb: float | None, sharing: str = ""
+    setup: Setup,
+    prepared: pbc.Prepared,
+    options: RunOptions,
+    *,
+    plan: pd.DataFrame,
+    gpu_gb: float | None,
+    sharing: str = "",
 ) -> tune.Tuner:
     """The Tuner over the grid's unfinished trials, or the restored one of an interrupted run (`options.resume`)."""
     out, name = setup.out, setup.name
@@ -166,19 +161,19 @@ def build_tuner(
         )
 
     fn = tune.with_parameters(
-        run_trial,
+        trainable.tune_trial,
         models=setup.grid.models,
         prepared=prepared,
         specs=specs,
         drills=setup.drills,
         cache_dir=options.cache,
         checkpoint_every=options.checkpoint_every,
-        gpu_sharing=sharing,
+        sharing=sharing,
     )
     fn = tune.with_resources(fn, trial_resources)
     done = {tid for tid, status in results.finished_trials(out).items() if status == "ok"}
     train_images = prepared.manifest.query("split == 'train'").groupby("tier").size().to_dict()
-    progress = console.GridProgress(setup.plan, train_images=train_images)
+    progress = console.GridProgress(plan, train_images=train_images)
     for trial_id in done:
         progress.trial_ended(trial_id, "ok")
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # Ray's TensorBoard logger: ours replaces it
@@ -218,16 +213,10 @@ def build_tuner(
     return tune.Tuner(fn, param_space=param_space(todo), tune_config=tune_config, run_config=run_config)
 
 
-def run_trial(config: dict, *, models: tuple = (), **kwargs) -> None:
-    """trainable.run_trial in a trial process that first knows the grid's own models: a trial names its model, and a
-    fresh process's catalog holds raybench's only (their builders are imported there, from the grid's folder)."""
-    grids.use_models(models)
-    trainable.run_trial(config, **kwargs)
-
-
-def train_grid(setup: Setup, prepared: pbc.Prepared, options: RunOptions) -> int:
-    """Start (or join) Ray, run the trials through Tune, consolidate the results and print their summary."""
-    out, plan, gpu_gb, name = setup.out, setup.plan, setup.gpu_gb, setup.name
+def run_grid(setup: Setup, prepared: pbc.Prepared, options: RunOptions) -> int:
+    """Start (or join) Ray, plan the trials for its cluster, run them through Tune, consolidate the results and
+    print their summary."""
+    out, gpu_gb, name = setup.out, setup.gpu_gb, setup.name
     missing = sorted({t.init_from for t in setup.grid.trials if t.init_from and not Path(t.init_from).is_file()})
     if missing:  # before anything starts: the run that saves them (save_weights) comes first
         print(
@@ -236,9 +225,8 @@ def train_grid(setup: Setup, prepared: pbc.Prepared, options: RunOptions) -> int
             file=sys.stderr,
         )
         return 2
-    results.write_plan(out, plan)
     results.write_manifest(out, prepared.manifest)
-    # each epoch checkpoints, so Ray snapshots often; that is intended here, not a warning
+    # trials checkpoint often (--checkpoint-every), so Ray snapshots often; that is intended here, not a warning
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Ray's own output (the workers' logs, its banner) stays in its log files unless --verbose
     ray.init(
@@ -250,7 +238,7 @@ def train_grid(setup: Setup, prepared: pbc.Prepared, options: RunOptions) -> int
     if gpu_gb is None and ray.cluster_resources().get("GPU", 0) > 0:  # a cluster whose GPUs are on other nodes
         gpu_gb = ray.get(ray.remote(num_gpus=1)(resources.local_gpu_memory_gb).remote())
     local_gpu = resources.local_gpu_memory_gb() is not None
-    sharing = gpu_sharing(options.gpu_sharing, local_gpu=local_gpu, cluster_gpu=gpu_gb is not None)
+    sharing = choose_sharing(options.gpu_sharing, local_gpu=local_gpu, cluster_gpu=gpu_gb is not None)
     if gpu_gb is not None:
         print(f"GPU sharing: {sharing.reason}", flush=True)
         if options.gpu_sharing == "mps" and sharing.label != "mps":
@@ -261,7 +249,6 @@ def train_grid(setup: Setup, prepared: pbc.Prepared, options: RunOptions) -> int
     plan = pd.DataFrame(
         plan_rows(setup.grid, gpu_memory_gb=gpu_gb, cpus_per_trial=options.cpus_per_trial, share_gpu=share)
     )
-    setup = dataclasses.replace(setup, plan=plan)
     results.write_plan(out, plan)
     try:
         check_placeable(plan)
@@ -275,7 +262,7 @@ def train_grid(setup: Setup, prepared: pbc.Prepared, options: RunOptions) -> int
         flush=True,
     )
     try:
-        build_tuner(setup, prepared, options, gpu_gb=gpu_gb, sharing=sharing.label).fit()
+        build_tuner(setup, prepared, options, plan=plan, gpu_gb=gpu_gb, sharing=sharing.label).fit()
     finally:
         ray.shutdown()
         if sharing.mps is not None:
@@ -284,20 +271,7 @@ def train_grid(setup: Setup, prepared: pbc.Prepared, options: RunOptions) -> int
     copied = copy_results(out, mirror_uri(options.storage, name))
     trials = pd.read_parquet(out / "trials.parquet")
     print(f"\n{len(trials)} trials in {time.time() - started:.0f}s -> {out}")
-    columns = [
-        "model",
-        "tier",
-        "pretrained",
-        "variant",
-        "seed",
-        "status",
-        "epochs",
-        "best_epoch",
-        "test_accuracy",
-        "map_at_5",
-        "train_seconds",
-        "batch_size",
-    ]
+    columns = ["model", "tier", "pretrained", "variant", "seed", *(c for c in results.SUMMARY_COLUMNS if c != "error")]
     print_table(trials[columns])
     return 0 if (trials.status == "ok").all() and copied else 1
 

@@ -1,10 +1,11 @@
 """One trial from start to end: build its model and splits, fit (halving the batch on CUDA out-of-memory),
 test the tested checkpoint, and assemble its result rows. `train_trial` does all of it in this process; the
-Ray trainable does the same steps with checkpoints and reports in between.
+Ray trainable (service.trainable) does the same steps with checkpoints and reports in between.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import typing
@@ -18,6 +19,32 @@ from raybench import data as pbc
 from raybench.batches import DeviceSplit, channel_statistics
 from raybench.loop import Trainer, evaluate, fit, resolve_device, seed_everything, set_precision
 from raybench.spec import Trial
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialData:
+    """What a trial reads: the prepared data (manifest, tiers, splits) and this node's decode-once image cache."""
+
+    prepared: pbc.Prepared
+    cache_dir: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cache_dir", Path(self.cache_dir).expanduser())
+
+    def split(self, trial: Trial, split: str, *, device: torch.device, like: DeviceSplit | None = None) -> DeviceSplit:
+        """A split of the trial's tier on `device`, grey or colour (config.input), normalised as `like` (the
+        training split) is, else with the thesis's mean and std."""
+        config = trial.config
+        x, y = pbc.load_split(
+            self.prepared,
+            trial.tier,
+            split,
+            image_size=config.image_size,
+            cache_dir=self.cache_dir,
+            colour=config.input == "colour",
+        )
+        norm = {"mean": like.mean, "std": like.std} if like is not None else {}
+        return DeviceSplit(x, y, channels=trial.channels, device=device, channels_last=config.channels_last, **norm)
 
 
 def fit_halving_on_oom(
@@ -59,9 +86,8 @@ def fit_halving_on_oom(
 
 def build_trainer(
     trial: Trial,
-    prepared: pbc.Prepared,
+    data: TrialData,
     *,
-    cache_dir: str | Path,
     weights_file: str | Path | None = None,
     batch_size: int | None = None,
 ) -> Trainer:
@@ -76,7 +102,7 @@ def build_trainer(
     set_precision(config.precision, device)
     # compiled steps (step="compiled", or "auto" on CUDA) keep their kernels beside the image cache, so a model's
     # later trials on this node (its other tiers, seeds) reuse them instead of compiling again
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(cache_dir).expanduser() / "inductor"))
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(data.cache_dir / "inductor"))
     model = models.build_model(
         trial.model,
         image_size=config.image_size,
@@ -88,10 +114,10 @@ def build_trainer(
     if trial.init_from:  # an earlier trial's tested weights (§7.2, pretraining on the PBC data itself)
         models.load_weights(model, trial.init_from, name=trial.trial_id)
     model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
-    train = load_device_split(trial, prepared, "train", device=device, cache_dir=cache_dir)
+    train = data.split(trial, "train", device=device)
     if config.normalise == "measured":  # the training split's own statistics normalise every split
         train.mean, train.std = channel_statistics(train.x)
-    val = load_device_split(trial, prepared, "val", device=device, cache_dir=cache_dir, like=train)
+    val = data.split(trial, "val", device=device, like=train)
     return Trainer(
         model,
         train,
@@ -103,33 +129,12 @@ def build_trainer(
     )
 
 
-def load_device_split(
-    trial: Trial,
-    prepared: pbc.Prepared,
-    split: str,
-    *,
-    device: torch.device,
-    cache_dir: str | Path,
-    like: DeviceSplit | None = None,
-) -> DeviceSplit:
-    """A split of the trial's tier on `device`, grey or colour (config.input), normalised as `like` (the training
-    split) is, else with the thesis's mean and std."""
-    config = trial.config
-    x, y = pbc.load_split(
-        prepared, trial.tier, split, image_size=config.image_size, cache_dir=cache_dir, colour=config.input == "colour"
-    )
-    norm = {"mean": like.mean, "std": like.std} if like is not None else {}
-    return DeviceSplit(x, y, channels=trial.channels, device=device, channels_last=config.channels_last, **norm)
-
-
-def score_test_split(
-    trainer: Trainer, trial: Trial, prepared: pbc.Prepared, *, cache_dir: str | Path
-) -> tuple[np.ndarray, np.ndarray]:
+def score_test_split(trainer: Trainer, trial: Trial, data: TrialData) -> tuple[np.ndarray, np.ndarray]:
     """Reload the tested checkpoint (the last improvement, fig. 4.5, or config.tested's); its raw outputs (logits)
     on the test split."""
-    if trainer.best_model is not None:
-        trainer.model.load_state_dict(trainer.best_model)
-    test = load_device_split(trial, prepared, "test", device=trainer.device, cache_dir=cache_dir, like=trainer.train)
+    if trainer.tested_model is not None:
+        trainer.model.load_state_dict(trainer.tested_model)
+    test = data.split(trial, "test", device=trainer.device, like=trainer.train)
     y = test.y.cpu()
     _, _, logits = evaluate(
         trainer.model,
@@ -141,18 +146,28 @@ def score_test_split(
     return logits.numpy(), np.asarray(y)
 
 
-def finish_trial(
-    trainer: Trainer, trial: Trial, prepared: pbc.Prepared, *, cache_dir: str | Path
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where a trial ran, for its row: the Ray node, the GPU share Ray gave it and how it shared that GPU."""
+
+    node: str | None = None  # None: trained in this process, without Ray
+    gpu_fraction: float | None = None
+    gpu_sharing: str | None = None  # "mps" or "time-sliced" for a share below a whole GPU, else ""
+
+
+def test_trial(
+    trainer: Trainer, trial: Trial, data: TrialData, *, placement: Placement = Placement()
 ) -> results.TrialResult:
-    """Test the trained trial and assemble its result rows."""
-    logits, labels = score_test_split(trainer, trial, prepared, cache_dir=cache_dir)
+    """Test the trained trial's tested checkpoint and assemble all of its result rows (the one place they are built)."""
+    prepared = data.prepared
+    logits, labels = score_test_split(trainer, trial, data)
     scores = torch.softmax(torch.from_numpy(logits), 1).numpy()
     classes_predicted = metrics.classes_predicted(scores)
     total, trainable = models.count_parameters(trainer.model)
     cuda = trainer.device.type == "cuda"
     history = trainer.history
     stopper = trainer.stopper
-    best_epoch = stopper.tested_epoch + 1 if stopper.tested_epoch is not None else len(history)
+    tested_epoch = stopper.tested_epoch + 1 if stopper.tested_epoch is not None else len(history)
     train_seconds = float(sum(row["epoch_seconds"] for row in history))
     tier_rows = prepared.manifest[prepared.manifest.tier == trial.tier]
     test_rows = tier_rows[tier_rows.split == "test"]
@@ -168,9 +183,9 @@ def finish_trial(
         "trainable_parameters": trainable,
         "batch_size": trainer.batch_size,
         "epochs": len(history),
-        "best_epoch": best_epoch,
+        "tested_epoch": tested_epoch,
         "stopped_early": bool(stopper.should_stop and len(history) < config.max_epochs),
-        "best_val_loss": stopper.tested_loss,
+        "tested_val_loss": stopper.tested_loss,
         "train_seconds": train_seconds,
         "seconds_per_epoch": train_seconds / max(len(history), 1),
         "test_accuracy": metrics.accuracy(scores, labels),
@@ -188,6 +203,7 @@ def finish_trial(
         # a loss that is no longer finite ends the trial; its last improvement (if any) is still what is tested
         "status": "ok" if trainer.diverged is None else "diverged",
         "error": trainer.diverged,
+        **dataclasses.asdict(placement),
     }
     return results.TrialResult(
         trial=row,
@@ -206,16 +222,15 @@ def describe_device(device: torch.device) -> str:
 
 def train_trial(
     trial: Trial,
-    prepared: pbc.Prepared,
+    data: TrialData,
     *,
-    cache_dir: str | Path,
     weights_file: str | Path | None = None,
     on_epoch_end: typing.Callable[[dict, Trainer], None] | None = None,
 ) -> results.TrialResult:
     """Train, early-stop and test one trial in this process (no Ray)."""
-    trainer = build_trainer(trial, prepared, cache_dir=cache_dir, weights_file=weights_file)
+    trainer = build_trainer(trial, data, weights_file=weights_file)
     fit(trainer, on_epoch_end=on_epoch_end)
-    return finish_trial(trainer, trial, prepared, cache_dir=cache_dir)
+    return test_trial(trainer, trial, data)
 
 
 def default_cache_dir() -> Path:

@@ -1,0 +1,237 @@
+"""Run a grid of trials with Ray Tune: `python -m raybench.run grids/thesis.py`.
+
+Results land in RESULTS/NAME/: trials, epochs, predictions, manifest and plan as Parquet, each trial's
+rows written as soon as it ends. Ray's own experiment folder (checkpoints, logs) is RESULTS/NAME/ray/
+unless --storage points elsewhere (NFS, s3://bucket/prefix on a cluster). Everything that can be wrong
+is checked here, before Ray starts; service.driver is the run itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from raybench import data as pbc
+from raybench import grid as grids
+from raybench import models, mps, resources, results, spec
+from raybench.service import driver, trainable
+from raybench.service.driver import Setup, plan_rows, print_table
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    parser = argparse.ArgumentParser(prog="python -m raybench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("grid", help="grid file, e.g. grids/thesis.py or grids/quickstart.py")
+    parser.add_argument(
+        "--data",
+        help="PBC_dataset_normal_DIB folder, its parent or the .zip (default: the grid's, else the embedded sample)",
+    )
+    parser.add_argument("--name", help="results subfolder (default: the grid's name)")
+    parser.add_argument("--results", default="results", help="results folder (default: %(default)s)")
+    parser.add_argument(
+        "--storage",
+        help="Ray storage for checkpoints and logs: a local/NFS path or s3://bucket/prefix "
+        "(default: RESULTS/NAME/ray); a multi-node cluster needs shared storage",
+    )
+    parser.add_argument("--only", metavar="REGEX", help="run only the trials whose name matches, e.g. 'resnet_.*-tiny'")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"training option for every trial; keys: {', '.join(spec.config_keys())}",
+    )
+    parser.add_argument(
+        "--inject-failure",
+        action="append",
+        default=[],
+        metavar="REGEX=once:N|always:N",
+        help="fault drill: the trials whose name matches fail after epoch N, once (then resume) or on every retry",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan and each tier's splits per class (preparing the data), write plan.parquet, train nothing",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run of the same grid and name")
+    parser.add_argument(
+        "--max-concurrent", type=int, default=0, help="at most N trials at once (default: as resources allow)"
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="checkpoint a trial's whole state at most this often (0: every epoch); a resumed trial "
+        "repeats the epochs since its last checkpoint, with the same numbers (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-failures",
+        type=int,
+        default=2,
+        help="retries of a failing trial from its last checkpoint (default: %(default)s)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="show Ray's and Tune's own output as well")
+    parser.add_argument(
+        "--gpu-sharing",
+        choices=("auto", "mps", "always", "off"),
+        default="auto",
+        help="pack several trials on one GPU: under NVIDIA MPS (auto: when MPS can run, started or joined here; "
+        "mps: required), always (without MPS: measured not to pay), or off (a whole GPU each) (default: auto)",
+    )
+    parser.add_argument(
+        "--mlflow",
+        metavar="TRACKING_URI",
+        help="also log every trial's parameters and curves to this MLflow tracking server (pip install mlflow)",
+    )
+    parser.add_argument(
+        "--address", help="join a running Ray cluster ('auto' on a cluster's head node); default: start Ray here"
+    )
+    parser.add_argument("--num-cpus", type=int, help="CPUs of a Ray started here (default: all)")
+    parser.add_argument(
+        "--cpus-per-trial", type=float, default=1.0, help="CPUs each trial asks for (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--gpu-memory-gb", type=float, help="memory of one GPU, for fractional allocation (default: detected)"
+    )
+    parser.add_argument(
+        "--cache", help="decode-once image cache on each node (default: ~/.cache/raybench of the node's user)"
+    )
+    return parser, parser.parse_args(argv)
+
+
+def fault_drills(grid: grids.Grid, items: list[str]) -> dict[str, trainable.FaultDrill]:
+    """--inject-failure REGEX=once:N|always:N -> {trial_id: drill} for the trials whose name matches."""
+    drills = {}
+    for item in items:
+        pattern, sep, text = item.rpartition("=")
+        if not sep:
+            raise ValueError(f"--inject-failure expects REGEX=once:N or REGEX=always:N, got {item!r}")
+        drill = trainable.FaultDrill.parse(text)
+        drills.update({t.trial_id: drill for t in grid.select(pattern).trials})
+    return drills
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """The run's own numbers: counts at least 0 (or 1), times finite."""
+    checks = (
+        ("--max-concurrent", args.max_concurrent, 0),
+        ("--max-failures", args.max_failures, -1),
+        ("--cpus-per-trial", args.cpus_per_trial, 0.01),
+        ("--num-cpus", args.num_cpus, 1),
+        ("--checkpoint-every", args.checkpoint_every, 0),
+        ("--gpu-memory-gb", args.gpu_memory_gb, 0.01),
+    )
+    for flag, value, least in checks:
+        if value is not None and not (math.isfinite(value) and value >= least):
+            raise ValueError(f"{flag} must be a finite number of at least {least:g}, got {value:g}")
+
+
+DATA_OPTIONS = ("split_seed", "split_rule", "dedupe")  # the data is prepared once per run: every trial shares these
+
+
+def prepare_data(grid: grids.Grid, data: str | None, *, omit_too_big: bool = False) -> pbc.Prepared:
+    """The grid's data (`data`, else the grid's, else the embedded sample) with the tiers its trials use, drawn with
+    their data options (the same for every trial: set_up checks it)."""
+    config = grid.trials[0].config
+    return pbc.prepare(
+        data or grid.data,
+        tiers={t: grid.tiers[t] for t in sorted({t.tier for t in grid.trials})},
+        seed=config.split_seed,
+        split_rule=config.split_rule,
+        dedupe=config.dedupe,
+        omit_too_big=omit_too_big,
+    )
+
+
+def set_up(args: argparse.Namespace) -> Setup:
+    """Load and check everything that can be wrong before anything starts; a ValueError names the problem."""
+    check_arguments(args)
+    grid = grids.load_grid(args.grid)
+    if args.only:
+        grid = grid.select(args.only)
+    if args.set:
+        grid = grid.with_options(spec.parse_overrides(args.set))
+    for option in DATA_OPTIONS:
+        values = {getattr(t.config, option) for t in grid.trials}
+        if len(values) > 1:
+            raise ValueError(
+                f"one run draws one set of tiers and splits, but the grid asks for {option} "
+                f"{sorted(values, key=str)}: run them separately"
+            )
+    name = args.name or grid.name
+    gpu_gb = args.gpu_memory_gb or resources.local_gpu_memory_gb()
+    out = Path(args.results).expanduser().resolve() / name  # "~/results" on a cluster is the head node's home
+    return Setup(grid, name, out, gpu_gb, fault_drills(grid, args.inject_failure))
+
+
+def dry_run_plan(setup: Setup, args: argparse.Namespace) -> pd.DataFrame:
+    """The plan as a run here would make it; a dry run starts nothing, so it packs GPU trials only if an MPS
+    daemon already runs here (or --gpu-sharing always)."""
+    share = args.gpu_sharing == "always" or (args.gpu_sharing in ("auto", "mps") and mps.running())
+    return pd.DataFrame(
+        plan_rows(setup.grid, gpu_memory_gb=setup.gpu_gb, cpus_per_trial=args.cpus_per_trial, share_gpu=share)
+    )
+
+
+def check_resume(setup: Setup, *, resume: bool) -> None:
+    """A new run must not land on an old one's results; a resumed one must be the same trials with the same options."""
+    out = setup.out
+    if not resume and results.finished_trials(out):
+        raise ValueError(f"{out} already holds results of a run: add --resume to continue it, or choose another --name")
+    if resume and (out / "plan.parquet").exists():
+        before = pd.read_parquet(out / "plan.parquet")
+        now = [(c["trial_id"], c["options"]) for c in (t.columns() for t in setup.grid.trials)]
+        if "options" not in before or sorted(zip(before.trial_id, before.options, strict=True)) != sorted(now):
+            raise ValueError(
+                f"--resume: the trials or their options differ from those of the run in {out}; resume "
+                "with the same grid, --only and --set, or start a new run with another --name"
+            )
+
+
+def check_same_data(out: Path, prepared: pbc.Prepared, *, resume: bool) -> None:
+    """A resumed run must train on the data its finished trials used (the same images, tiers and splits)."""
+    if not resume or not (out / "manifest.parquet").is_file():
+        return
+    before = pd.read_parquet(out / "manifest.parquet")
+    if results.data_fingerprint(before) != results.data_fingerprint(prepared.manifest):
+        raise ValueError(
+            f"--resume: the data at {prepared.root} is not the data of the run in {out} (other images, "
+            "tiers or splits); resume with the run's --data, or start a new run with another --name"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, args = parse_args(argv)
+    try:
+        setup = set_up(args)
+        if args.dry_run:
+            plan = dry_run_plan(setup, args)
+            print_table(plan)
+            results.write_plan(setup.out, plan)
+            prepared = prepare_data(setup.grid, args.data, omit_too_big=True)  # the splits, before any training
+            print(prepared.report)
+            if prepared.report.omitted_tiers:
+                print(
+                    f"a run would stop here: tier(s) {', '.join(prepared.report.omitted_tiers)} need more images than "
+                    f"the {prepared.report.usable} of {prepared.root}; pass --data (the full dataset: "
+                    "python -m raybench.data download DEST)"
+                )
+            print(f"{len(plan)} trials planned -> {setup.out / 'plan.parquet'}")
+            return 0
+        check_resume(setup, resume=args.resume)
+        for model in sorted({t.model for t in setup.grid.trials if t.pretrained}):
+            models.imagenet_weights(model)  # fetched once here, into torchvision's cache, or a clear error now
+        prepared = prepare_data(setup.grid, args.data)
+        check_same_data(setup.out, prepared, resume=args.resume)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    print(prepared.report, flush=True)
+    return driver.run_grid(setup, prepared, driver.RunOptions.from_args(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
