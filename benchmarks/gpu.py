@@ -218,7 +218,7 @@ def project(measured: list[dict], *, precision: str, sharing_speedup: float | No
     steps = {
         (m["model"], m["pretrained"]): m for m in measured if m.get("precision") == precision and "train_step_s" in m
     }
-    thesis = pd.read_csv(Path(models.__file__).parent / "thesis" / "results.csv")
+    thesis = pd.read_csv(Path(catalog.__file__).parent / "thesis" / "results.csv")
     epochs = {(r.model, r.dataset, bool(r.pretrained)): int(r.epochs) for r in thesis.itertuples()}
     sizes = split_sizes()
     total, missing, per_model = 0.0, [], {}

@@ -228,7 +228,7 @@ def run(*, prepared: pbc.Prepared, cache_dir: Path, workdir: Path, quick: bool) 
     }
     last = runs[sizes[-1]]
     consolidate = consolidate_seconds(raw["results_dir"], prepared.manifest)
-    thesis = pd.read_csv(Path(models.__file__).parent / "thesis" / "results.csv")
+    thesis = pd.read_csv(Path(catalog.__file__).parent / "thesis" / "results.csv")
     volume_gb, per_gb = checkpoint_volume_gb(thesis), checkpoint_seconds_per_gb(workdir)
     result = {
         "epochs": epochs,

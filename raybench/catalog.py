@@ -102,7 +102,7 @@ class Configuration:
     """One configuration: the thesis's 22 (§4.5), with its pretrained variant where table 5.15 has one, the future
     work's (chapter 7), or a grid's own model.
 
-    `builder` names the function in `models.BUILDERS`, a torchvision model, or (a grid's own model) an import path
+    `builder` names a function in `models.BUILDERS` (ours or torchvision's), or (a grid's own model) an import path
     "module:function" resolved in the trial process, with `builder_path` (the grid file's folder) on sys.path.
     `patch_size`, `dim`, `depth` and `kernel_size` are its arguments where it takes them. `activation_mb` is the
     memory autograd keeps per training image, fp32 at 352x352 (measured by benchmarks/activation_memory.py on the
