@@ -1,15 +1,15 @@
-"""The report as a document: its blocks (headings, text, tables, figures) and which the results call for."""
+"""The report as a document: its blocks (headings, text, tables, figures), and its sections (`SECTIONS`), each a
+function from the same context to the blocks the results call for."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 from matplotlib.figure import Figure
 
-from raybench import catalog, metrics
+from raybench import catalog
 from raybench.report.comparison import (
     best_per_architecture,
     compare_with_thesis,
@@ -40,6 +40,7 @@ from raybench.report.figures import (
     speed_scatter,
 )
 from raybench.report.inputs import Results, Thesis
+from raybench.report.summary import METHOD_NOTES, settings_notes, summary, unstable_trials
 from raybench.report.tables import (
     ARCHITECTURE_TABLES,
     Table,
@@ -95,144 +96,26 @@ class Report:
         return [b for b in self.blocks if isinstance(b, Plot)]
 
 
-# ------------------------------------------------------------------------------------------------ summary
-
-# trials.parquet columns and loop options (its `options`, JSON) whose thesis values are fixed (§4.3-4.4)
-SETUP_COLUMNS = ("image_size", "max_epochs", "precision")
-LOOP_OPTIONS = ("lr", "es_start", "es_patience", "es_min_delta")
-
-
-def _plain(value) -> str:
-    """A value as text, whole floats without their '.0'."""
-    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
-
-
-def settings_notes(comparison: pd.DataFrame) -> list[str]:
-    """How this run's setup differs from the thesis's (so numbers are read for what they are)."""
-    ran = comparison[comparison.seeds_ok > 0]
-    notes = []
-    for column in SETUP_COLUMNS:
-        expected = catalog.LOOP_DEFAULTS[column]
-        values = sorted({_plain(v) for v in ran[column].dropna()})
-        if values and values != [str(expected)]:
-            notes.append(f"{column} {', '.join(values)} (thesis: {expected})")
-    options = [json.loads(text) for text in ran.get("options", pd.Series(dtype=object)).dropna()]
-    for key in LOOP_OPTIONS:
-        expected = catalog.LOOP_DEFAULTS[key]
-        values = sorted({o[key] for o in options if key in o})
-        if values and values != [expected]:
-            notes.append(f"{key} {', '.join(map(str, values))} (thesis: {expected})")
-    for tier, sizes in catalog.TIER_SPLITS.items():
-        n = pd.to_numeric(ran[ran.tier == tier].n_train, errors="coerce").dropna()
-        if len(n) and int(n.iloc[0]) != sizes[0]:
-            notes.append(f"tier {tier} has {int(n.iloc[0])} training images (thesis: {sizes[0]})")
-    batch_size = pd.to_numeric(ran.batch_size, errors="coerce")
-    batch = ran[ran.thesis_batch_size.notna() & (batch_size != ran.thesis_batch_size)]
-    if len(batch):
-        notes.append(f"{len(batch)} configuration(s) with a batch size other than the thesis's")
-    return notes
-
-
-def unstable_trials(trials: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(collapsed, diverged): the trials predicting at most 2 classes on the test set, and those whose loss diverged."""
-    collapsed = trials[trials.collapsed.fillna(False).astype(bool)] if "collapsed" in trials else trials.iloc[:0]
-    return collapsed, trials[trials.status == "diverged"]
-
-
-def summary(
-    trials: pd.DataFrame, comparison: pd.DataFrame, *, has_plan: bool, tiers_not_run: Sequence[str]
-) -> list[str]:
-    """The report's opening bullets: what ran, what is missing, what was unstable, how it agrees with the thesis."""
-    count = trials.status.value_counts()
-    failed = int(len(trials) - count.get("ok", 0) - count.get("missing", 0) - count.get("diverged", 0))
-    diverged = f"{int(count['diverged'])} diverged, " if count.get("diverged", 0) else ""
-    expected = "planned in plan.parquet" if has_plan else "thesis configurations of the tiers that ran; no plan.parquet"
-    statuses = ", ".join(f"{n} {s}" for s, n in comparison.status.value_counts().items())
-    items = [
-        f"Trials: {int(count.get('ok', 0))} finished, {failed} failed, {diverged}"
-        f"{int(count.get('missing', 0))} missing ({expected}). Configurations: {len(comparison)} ({statuses})."
-    ]
-    collapsed, diverging = unstable_trials(trials)
-    finished = collapsed[collapsed.status == "ok"]
-    names = ", ".join(finished.trial_id.astype(str).head(8)) + (", …" if len(finished) > 8 else "")
-    items.append(
-        f"Unstable trials: {len(finished)} of {int(count.get('ok', 0))} finished trials collapsed to at most "
-        f"{metrics.COLLAPSE_CLASSES} predicted classes on the test set{f' ({names})' if len(finished) else ''}; "
-        f'{len(diverging)} diverged (the loss stopped being finite). See "Unstable trials".'
-    )
-    if tiers_not_run:
-        items.append(
-            f"Thesis tiers with no trials here: {', '.join(tiers_not_run)} "
-            "(pass --tiers to list their configurations as missing)."
-        )
-    compared = comparison[comparison.inside_thesis_interval.notna()]
-    if len(compared):
-        per_tier = "; ".join(
-            f"{t}{' pretrained' if p else ''}: {int(g.inside_thesis_interval.astype(bool).sum())} of {len(g)}"
-            for (t, p), g in groups(compared)
-        )
-        inside = int(compared.inside_thesis_interval.astype(bool).sum())
-        items.append(
-            f"Agreement with the thesis: {inside} of {len(compared)} configurations have a (mean) test accuracy inside "
-            f"the 95% Wilson score interval of the thesis's accuracy at our test-set size ({per_tier}). "
-            f"Mean difference ours − thesis: {compared.accuracy_diff.mean():+.3f}; "
-            f"mean absolute difference: {compared.accuracy_diff.abs().mean():.3f}."
-        )
-    else:
-        items.append(
-            "Agreement with the thesis: no finished configuration has a published counterpart to compare with."
-        )
-    for (tier, pretrained), g in groups(comparison):
-        done, theirs = g[g.seeds_ok > 0], g[g.thesis_accuracy.notna()]
-        if len(done):
-            ours = done.loc[done.accuracy.idxmax()]
-            line = f"Best in tier {tier}{' (pretrained)' if pretrained else ''}: {ours.model} {ours.accuracy:.3f}"
-            if len(theirs):
-                best = theirs.loc[theirs.thesis_accuracy.idxmax()]
-                line += f" (the thesis's best among these configurations: {best.model} {best.thesis_accuracy:.3f})"
-            items.append(line + ".")
-    speed = comparison[(comparison.seeds_ok > 0) & comparison.seconds_per_epoch_ratio.notna()]
-    for device, g in speed.groupby("device"):
-        ratio = g.seconds_per_epoch_ratio
-        items.append(
-            f"Speed on {device}: seconds per epoch are a median ×{ratio.median():.3g} of the thesis's "
-            f"on one {catalog.THESIS_DEVICE} (range ×{ratio.min():.3g} to ×{ratio.max():.3g}, "
-            f"{len(g)} configurations; ×1 = as fast, below 1 = faster)."
-        )
-    return items
-
-
-METHOD_NOTES = (
-    "Configuration = model × tier × pretrained; several seeds of one configuration give its mean and a 95% "
-    "Student-t interval of the mean (tables: [low, high], clipped to [0, 1] for accuracy and mAP; figures: bars or "
-    "shaded bands). Confusion matrices sum the seeds. Failed and diverged seeds do not enter the means.",
-    "Binomial check: the thesis's accuracy p and our test-set size n give the 95% Wilson score interval; a "
-    "configuration agrees when our (mean) accuracy lies inside it, i.e. within the spread test-set sampling alone "
-    "produces. Without a finished trial the thesis's tier test size is used (table 4.1).",
-    "Δ = ours − thesis's; × = ours / thesis's (times). s/epoch = total training time (training and validation) "
-    "/ epochs, as in the thesis. Epochs marked * reached the epoch limit (100 in the thesis). Table 5.16 divides "
-    "each pretrained number by the same model's from scratch.",
-    "Best configuration of an architecture = highest mean test accuracy in that tier (ties: each); it is what the "
-    "loss, confusion, mAP and learning-rate figures show.",
-    "mAP@N as §5.1.1: for each class, the test images predicted as that class (highest output) are ranked by their "
-    "raw output (logit) for it, and the true positives among the first N are divided by N, also when fewer than N "
-    "were predicted (a class never predicted scores 0); mAP@N is the mean over the 8 classes. Computed from the "
-    "logits in predictions.parquet; ties keep test-set order.",
-    "Collapsed = the tested model predicts at most 2 of the 8 classes on the test set; diverged = the training or "
-    "validation loss stopped being finite, which ends a trial (its last improvement, if any, is tested).",
-    "Validation-loss axes are linear and cut above spikes (values beyond Q3 + 3 IQR of the drawn ones, when they "
-    "would squash the rest into less than half the height): cut-off epochs are triangles on the top edge with "
-    "their values written. Linear, not log, because early stopping asks for an absolute drop of 0.1 (§4.4).",
-    "Tables 5.9-5.14 follow the thesis's order: LeNet-5, ResNet, MobileNetV3, ViT, MLP-Mixer, ConvNeXt.",
-    "Thesis numbers: Foix Romero (2022), chapter 5, shipped in raybench/thesis/.",
-)
-
-
 # --------------------------------------------------------------------------------------------- the blocks
 
 
-def build_report(results: Results, thesis: Thesis, *, tiers: Sequence[str] = (), filters: str = "") -> Report:
-    """The whole document: setup and summary, unstable trials, per-tier sections, per architecture, all trials."""
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What every section reads: the thesis's baseline trials (`results`, `trials`) beside the whole run's
+    (`everything`, `all_trials`), the comparison with the thesis, and how the report was asked for."""
+
+    results: Results
+    everything: Results
+    thesis: Thesis
+    trials: pd.DataFrame
+    all_trials: pd.DataFrame
+    comparison: pd.DataFrame
+    tiers: Sequence[str]
+    filters: str
+    redone: Sequence[str]
+
+
+def context(results: Results, thesis: Thesis, *, tiers: Sequence[str] = (), filters: str = "") -> Context:
     redone: list[str] = []
     if len(results.predictions):
         remapped, redone = maps_without_logits(results.trials, results.predictions, results.classes)
@@ -240,79 +123,99 @@ def build_report(results: Results, thesis: Thesis, *, tiers: Sequence[str] = (),
     # the thesis's chapter 5 reads the baseline trials of its 22 models; the rest are "Effects" (and every trial is
     # in the unstable trials and the list of all trials)
     everything, results = results, split_baseline(results)
-    all_trials = trial_status(everything, thesis, tiers=tiers)
     trials = trial_status(results, thesis, tiers=tiers)
-    if trials.empty:  # nothing of the thesis's to compare with: a run of variants or other models only
-        return Report(
-            f"raybench report: {results.name}",
-            [
-                Paragraph(
-                    f"Results folder `{results.name}`{filters}. No baseline trial of the thesis's 22 models: nothing "
-                    "here compares with the thesis's chapter 5; the effects below compare the run's own trials."
-                ),
-                *_unstable_section(everything, all_trials),
-                *_effects_section(everything),
-                Heading(2, "All trials"),
-                trials_table(all_trials),
-                Heading(2, "Method"),
-                Bullets(METHOD_NOTES),
-            ],
-        )
-    comparison = compare_with_thesis(configurations(trials), thesis)
-    curves = map_curves(results.predictions, results.classes)
-    ran_tiers = set(trials.tier)
+    comparison = compare_with_thesis(configurations(trials), thesis) if len(trials) else pd.DataFrame()
+    return Context(
+        results=results,
+        everything=everything,
+        thesis=thesis,
+        trials=trials,
+        all_trials=trial_status(everything, thesis, tiers=tiers),
+        comparison=comparison,
+        tiers=tiers,
+        filters=filters,
+        redone=redone,
+    )
+
+
+def _opening(ctx: Context) -> list[Block]:
+    """What the folder is, how its setup differs from the thesis's, and the summary bullets."""
+    results, thesis, comparison = ctx.results, ctx.thesis, ctx.comparison
+    ran_tiers = set(ctx.trials.tier)
     tiers_not_run = [
         t
         for t in catalog.TIER_SPLITS
-        if t not in ran_tiers and not tiers and results.plan is None and len(thesis.results[thesis.results.tier == t])
+        if t not in ran_tiers
+        and not ctx.tiers
+        and results.plan is None
+        and len(thesis.results[thesis.results.tier == t])
     ]
-    has_plan = results.plan is not None
     notes = settings_notes(comparison)
     setup = (
         "**Not the thesis's setup**, so differences are expected: " + "; ".join(notes) + "."
         if notes
         else "Setup: the thesis's (image size, epochs, precision, learning rate, early stopping and tier sizes)."
     )
-    if redone:
+    if ctx.redone:
         setup += (
-            f" {len(redone)} trial(s) stored no logits (written by an earlier raybench): their mAP is recomputed "
-            "here the thesis's way but ranked by softmax score, close to, not exactly, the thesis's ranking."
+            f" {len(ctx.redone)} trial(s) stored no logits: their mAP is recomputed here the thesis's way but ranked "
+            "by softmax score, close to, not exactly, the thesis's ranking."
         )
-    blocks: list[Block] = [
+    bullets = summary(ctx.all_trials, comparison, has_plan=results.plan is not None, tiers_not_run=tiers_not_run)
+    return [
         Paragraph(
-            f"Results folder `{results.name}`{filters}. Every number of ours stands beside the thesis's "
+            f"Results folder `{results.name}`{ctx.filters}. Every number of ours stands beside the thesis's "
             f"(Foix Romero 2022, chapter 5) and the difference; tables are numbered as in the thesis and are "
             f"also in tables/ as CSV."
         ),
         Paragraph(setup),
         Heading(2, "Summary"),
-        Bullets(tuple(summary(all_trials, comparison, has_plan=has_plan, tiers_not_run=tiers_not_run))),
+        Bullets(tuple(bullets)),
     ]
-    if comparison.seeds_ok.sum():
-        blocks += [
-            Plot(
-                "heatmap_accuracy",
-                "The grid at a glance: test accuracy per configuration and tier (left) and its "
-                "difference from the thesis's (right); grey cells have no result.",
-                heatmap_figure(comparison),
-            ),
-            Plot(
-                "accuracy_vs_thesis",
-                "Our test accuracy against the thesis's; the grey band is the 95% Wilson interval "
-                "of the thesis's accuracy at our test-set size (inside it = agreement up to test sampling).",
-                accuracy_scatter(comparison),
-            ),
-            Plot(
-                "speed_vs_thesis",
-                f"Seconds per epoch, ours against the thesis's ({catalog.THESIS_DEVICE}).",
-                speed_scatter(comparison),
-            ),
-        ]
-    blocks += _unstable_section(everything, all_trials)
-    ratios = pretrained_ratios(comparison, thesis)
-    for (tier, pretrained), _ in groups(comparison):
-        blocks += _group_section(results, thesis, comparison, curves, ratios, tier=tier, pretrained=pretrained)
-    blocks.append(Heading(2, "By architecture"))
+
+
+def _overview(ctx: Context) -> list[Block]:
+    """The grid at a glance: accuracy heat map, ours against the thesis's, speed against the thesis's."""
+    comparison = ctx.comparison
+    if not comparison.seeds_ok.sum():
+        return []
+    return [
+        Plot(
+            "heatmap_accuracy",
+            "The grid at a glance: test accuracy per configuration and tier (left) and its "
+            "difference from the thesis's (right); grey cells have no result.",
+            heatmap_figure(comparison),
+        ),
+        Plot(
+            "accuracy_vs_thesis",
+            "Our test accuracy against the thesis's; the grey band is the 95% Wilson interval "
+            "of the thesis's accuracy at our test-set size (inside it = agreement up to test sampling).",
+            accuracy_scatter(comparison),
+        ),
+        Plot(
+            "speed_vs_thesis",
+            f"Seconds per epoch, ours against the thesis's ({catalog.THESIS_DEVICE}).",
+            speed_scatter(comparison),
+        ),
+    ]
+
+
+def _tiers(ctx: Context) -> list[Block]:
+    """A section per tier, from scratch and pretrained."""
+    curves = map_curves(ctx.results.predictions, ctx.results.classes)
+    ratios = pretrained_ratios(ctx.comparison, ctx.thesis)
+    blocks: list[Block] = []
+    for (tier, pretrained), _ in groups(ctx.comparison):
+        blocks += _group_section(
+            ctx.results, ctx.thesis, ctx.comparison, curves, ratios, tier=tier, pretrained=pretrained
+        )
+    return blocks
+
+
+def _architectures(ctx: Context) -> list[Block]:
+    """Tables 5.9-5.14 and each architecture's accuracy and epoch time against the training-set size."""
+    comparison, thesis = ctx.comparison, ctx.thesis
+    blocks: list[Block] = [Heading(2, "By architecture")]
     ordered = [*ARCHITECTURE_TABLES, *(a for a in catalog.ARCHITECTURES if a not in ARCHITECTURE_TABLES)]
     for arch in ordered:
         scratch = comparison[(comparison.architecture == arch) & ~comparison.pretrained]
@@ -320,22 +223,58 @@ def build_report(results: Results, thesis: Thesis, *, tiers: Sequence[str] = (),
             continue
         blocks += [Heading(3, arch), architecture_table(comparison, arch)]
         if (scratch.seeds_ok > 0).any():
-            slug = arch.lower()
+            name = arch.lower()
             caption = (
                 f"{arch}: test accuracy against the number of training images (cf. thesis figs. 5.17-5.26); "
                 "ours solid with 95% t-interval bars, the thesis's dashed."
             )
-            blocks.append(Plot(f"training_size_{slug}", caption, size_figure(comparison, thesis, arch)))
+            blocks.append(Plot(f"training_size_{name}", caption, size_figure(comparison, thesis, arch)))
             caption = (
                 f"{arch}: seconds per epoch against the number of training images (the times of table "
                 f"{ARCHITECTURE_TABLES.get(arch, '5.9-5.14')}); ours solid, the thesis's dashed "
                 f"({catalog.THESIS_DEVICE}); log axis."
             )
             figure = size_figure(comparison, thesis, arch, value="seconds_per_epoch")
-            blocks.append(Plot(f"epoch_time_{slug}", caption, figure))
-    blocks += _effects_section(everything)
-    blocks += [Heading(2, "All trials"), trials_table(all_trials), Heading(2, "Method"), Bullets(METHOD_NOTES)]
-    return Report(f"raybench report: {results.name}", blocks)
+            blocks.append(Plot(f"epoch_time_{name}", caption, figure))
+    return blocks
+
+
+def _no_baseline(ctx: Context) -> list[Block]:
+    return [
+        Paragraph(
+            f"Results folder `{ctx.results.name}`{ctx.filters}. No baseline trial of the thesis's 22 models: nothing "
+            "here compares with the thesis's chapter 5; the effects below compare the run's own trials."
+        )
+    ]
+
+
+def _unstable(ctx: Context) -> list[Block]:
+    return _unstable_section(ctx.everything, ctx.all_trials)
+
+
+def _effects(ctx: Context) -> list[Block]:
+    return _effects_section(ctx.everything)
+
+
+def _all_trials(ctx: Context) -> list[Block]:
+    return [Heading(2, "All trials"), trials_table(ctx.all_trials)]
+
+
+def _method(ctx: Context) -> list[Block]:
+    return [Heading(2, "Method"), Bullets(METHOD_NOTES)]
+
+
+Section = Callable[[Context], list[Block]]
+# the document, in order; a run with no baseline trial of the thesis's models has nothing to compare with chapter 5
+SECTIONS: tuple[Section, ...] = (_opening, _overview, _unstable, _tiers, _architectures, _effects, _all_trials, _method)
+SECTIONS_WITHOUT_BASELINE: tuple[Section, ...] = (_no_baseline, _unstable, _effects, _all_trials, _method)
+
+
+def build_report(results: Results, thesis: Thesis, *, tiers: Sequence[str] = (), filters: str = "") -> Report:
+    """The whole document: its sections in order, each a function of the same context."""
+    ctx = context(results, thesis, tiers=tiers, filters=filters)
+    sections = SECTIONS if len(ctx.trials) else SECTIONS_WITHOUT_BASELINE
+    return Report(f"raybench report: {ctx.results.name}", [block for section in sections for block in section(ctx)])
 
 
 def _effects_section(results: Results) -> list[Block]:
