@@ -1,6 +1,19 @@
-import pytest
+"""Fixtures and helpers shared by the test modules (the helpers imported as `from conftest import ...`)."""
 
-from raybench import data
+import http.server
+import re
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from raybench import batches, catalog, data, loop, models, spec
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = 32  # the image size of the loop's quick trainers
 
 
 @pytest.fixture(scope="session")
@@ -13,3 +26,115 @@ def embedded() -> data.Prepared:
 def decoded_cache(tmp_path_factory):
     """A decode-once cache folder shared by the whole test session."""
     return tmp_path_factory.mktemp("decoded")
+
+
+def make_trainer(*, seed=0, model="lenet5", channels=None, batch_size=8, base_batch_size=None, **options):
+    """A Trainer on 32 random 32x32 training images and 16 validation ones (grey, or colour with 3 channels)."""
+    config = spec.TrainConfig(
+        image_size=SIZE, device="cpu", **{"es_start": 1, "es_patience": 3, "es_min_delta": 0.0, **options}
+    )
+    channels = channels or catalog.configuration(model).channels
+    rng = np.random.default_rng(1)
+    shape = (48, 3, SIZE, SIZE) if config.input == "colour" else (48, SIZE, SIZE)
+    x, y = rng.integers(0, 256, shape, dtype=np.uint8), rng.integers(0, 8, 48)
+    loop.seed_everything(seed)
+    net = models.build_model(model, image_size=SIZE, channels=channels)
+
+    def split(a, b):
+        return batches.DeviceSplit(a, b, channels=channels, device=torch.device("cpu"))
+
+    return loop.Trainer(
+        net,
+        split(x[:32], y[:32]),
+        split(x[32:], y[32:]),
+        config,
+        seed=seed,
+        batch_size=batch_size,
+        base_batch_size=base_batch_size,
+    )
+
+
+def recorded(trainer):
+    """Make `trainer` record the inputs and labels of its training and validation steps: {"train": [], "val": []}."""
+    seen = {"train": [], "val": []}
+    train_step, eval_step = trainer.train_step, trainer.eval_step
+
+    def train(model, optimizer, x, y, precision):
+        seen["train"].append((x.clone(), y.clone()))
+        return train_step(model, optimizer, x, y, precision)
+
+    def evaluate(model, x, y, precision):
+        seen["val"].append((x.clone(), y.clone()))
+        return eval_step(model, x, y, precision)
+
+    trainer.train_step, trainer.eval_step = train, evaluate
+    return seen
+
+
+def losses(trainer, key="train_loss"):
+    return [row[key] for row in trainer.history]
+
+
+def make_dataset(parent: Path, per_class: int = 3) -> Path:
+    """A small dataset in the official layout, from the first embedded images of each class."""
+    root = parent / "PBC_dataset_normal_DIB"
+    for name in data.CLASSES:
+        (root / name).mkdir(parents=True)
+        for source in sorted((data.EMBEDDED_DATA / name).glob("*.jpg"))[:per_class]:
+            shutil.copy(source, root / name / source.name)
+    return root
+
+
+def dataset_with_duplicates(parent: Path, *, per_class: int = 10, copies: int = 6) -> Path:
+    """`per_class` embedded images a class; basophil's first one `copies` more times, eosinophil's first also filed
+    as a neutrophil."""
+    root = make_dataset(parent, per_class=per_class)
+    basophil = sorted((root / "basophil").glob("*.jpg"))[0]
+    for i in range(copies):
+        shutil.copy(basophil, root / "basophil" / f"ZZ_copy{i}.jpg")
+    shutil.copy(sorted((root / "eosinophil").glob("*.jpg"))[0], root / "neutrophil" / "AA_cross.jpg")
+    return root
+
+
+@pytest.fixture
+def server(monkeypatch):
+    """A loopback HTTP server serving `state["payload"]` with Range support; `state["cut"]` halves the next body."""
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    state = {"payload": b"", "cut": False, "ranges": []}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path != "/PBC.zip":
+                self.send_error(404)
+                return
+            payload, asked = state["payload"], self.headers.get("Range")
+            state["ranges"].append(asked)
+            start = int(re.fullmatch(r"bytes=(\d+)-", asked).group(1)) if asked else 0
+            if start >= len(payload) and asked:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(payload)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206 if asked else 200)
+            if asked:
+                self.send_header("Content-Range", f"bytes {start}-{len(payload) - 1}/{len(payload)}")
+            self.send_header("Content-Length", str(len(payload) - start))
+            self.end_headers()
+            body = payload[start:]
+            if state["cut"]:  # promise the whole body, send half, hang up
+                state["cut"] = False
+                body = body[: len(body) // 2]
+                self.close_connection = True
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    state["url"] = f"http://127.0.0.1:{httpd.server_address[1]}/PBC.zip"
+    yield state
+    httpd.shutdown()
+    httpd.server_close()

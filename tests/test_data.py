@@ -1,16 +1,16 @@
-import http.server
+import hashlib
 import io
 import itertools
 import os
-import re
 import shutil
-import threading
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from conftest import SIZE, dataset_with_duplicates, make_dataset
 from PIL import Image
 
 from raybench import catalog, data
@@ -95,7 +95,6 @@ def test_image_smaller_than_the_crop_is_an_error_naming_it(tmp_path):
 
 
 def test_to_input_normalises_and_replicates_channels_without_copies():
-    import torch
 
     from raybench.batches import to_input
 
@@ -287,16 +286,6 @@ def test_thesis_tier_images_do_not_depend_on_the_other_tiers_asked(embedded):
 # ------------------------------------------------------------------ broken files, duplicates, input forms
 
 
-def make_dataset(parent: Path, per_class: int = 3) -> Path:
-    """A small dataset in the official layout, from the first embedded images of each class."""
-    root = parent / "PBC_dataset_normal_DIB"
-    for name in data.CLASSES:
-        (root / name).mkdir(parents=True)
-        for source in sorted((data.EMBEDDED_DATA / name).glob("*.jpg"))[:per_class]:
-            shutil.copy(source, root / name / source.name)
-    return root
-
-
 def add_defects(root: Path) -> dict[str, str]:
     """The archive's kinds of defects; returns {file: what should happen to it}."""
     basophil = sorted((root / "basophil").glob("*.jpg"))[0]
@@ -355,16 +344,6 @@ def test_straddling_pairs_counts_identical_images_across_splits():
         }
     )
     assert data.straddling_pairs(rows) == {"train/val": 1, "train/test": 6, "val/test": 2}
-
-
-def dataset_with_duplicates(parent: Path) -> Path:
-    """10 images a class; basophil's first image 7 times over, eosinophil's first also filed as a neutrophil."""
-    root = make_dataset(parent, per_class=10)
-    basophil = sorted((root / "basophil").glob("*.jpg"))[0]
-    for i in range(6):
-        shutil.copy(basophil, root / "basophil" / f"ZZ_copy{i}.jpg")
-    shutil.copy(sorted((root / "eosinophil").glob("*.jpg"))[0], root / "neutrophil" / "AA_cross.jpg")
-    return root
 
 
 def test_duplicates_are_kept_by_default_and_their_straddling_pairs_counted(tmp_path):
@@ -555,50 +534,6 @@ def dataset_zip(tmp_path: Path) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture
-def server(monkeypatch):
-    """A loopback HTTP server serving `state["payload"]` with Range support; `state["cut"]` halves the next body."""
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    state = {"payload": b"", "cut": False, "ranges": []}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            if self.path != "/PBC.zip":
-                self.send_error(404)
-                return
-            payload, asked = state["payload"], self.headers.get("Range")
-            state["ranges"].append(asked)
-            start = int(re.fullmatch(r"bytes=(\d+)-", asked).group(1)) if asked else 0
-            if start >= len(payload) and asked:
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(payload)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(206 if asked else 200)
-            if asked:
-                self.send_header("Content-Range", f"bytes {start}-{len(payload) - 1}/{len(payload)}")
-            self.send_header("Content-Length", str(len(payload) - start))
-            self.end_headers()
-            body = payload[start:]
-            if state["cut"]:  # promise the whole body, send half, hang up
-                state["cut"] = False
-                body = body[: len(body) // 2]
-                self.close_connection = True
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    state["url"] = f"http://127.0.0.1:{httpd.server_address[1]}/PBC.zip"
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
-
-
 def test_download_checks_and_unpacks(tmp_path, server, capsys):
     server["payload"] = dataset_zip(tmp_path)
     dest = tmp_path / "dest"
@@ -654,3 +589,24 @@ def test_prepare_command_prints_the_report(capsys):
     out = capsys.readouterr().out
     assert "usable images" in out and "tiny" in out
     assert main(["prepare", "/nonexistent/folder"]) == 2  # one line, as argparse reports a bad argument
+
+
+def test_the_colour_cache_is_rgb_and_keyed_apart_from_the_grey_one(embedded, tmp_path):
+    assert data.PREPROCESS_VERSION == "pbc-grey(0.2989,0.587,0.114)-round-centercrop352-bilinear-v2"
+    grey, y = data.load_split(embedded, "tiny", "val", image_size=SIZE, cache_dir=tmp_path)
+    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.iterdir()}
+    colour, y2 = data.load_split(embedded, "tiny", "val", image_size=SIZE, cache_dir=tmp_path, colour=True)
+    assert colour.shape == (76, 3, SIZE, SIZE) and grey.shape == (76, SIZE, SIZE) and (y == y2).all()
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.iterdir()}
+    assert {k: after[k] for k in files} == files  # the grey cache is untouched, its names and bytes
+    assert len(after) == 2 * len(files) and all("-32px-rgb-76-" in name for name in set(after) - set(files))
+    # the grey key is the one it always was: its version, the size and the images' content
+    block = embedded.manifest.query("tier == 'large' and split == 'val'")
+    key = hashlib.sha256("\n".join([data.PREPROCESS_VERSION, str(SIZE), *block.sha256]).encode()).hexdigest()
+    assert any(key[:20] in name for name in files)
+    rows = embedded.manifest.query("tier == 'tiny' and split == 'val'")
+    with Image.open(embedded.root / rows.image.iloc[0]) as img:
+        full = cache.preprocess_colour(img).astype(np.float64)
+        luminance = np.rint(0.2989 * full[0] + 0.587 * full[1] + 0.114 * full[2])
+        np.testing.assert_array_equal(luminance, data.preprocess(img))  # the same crop, before the luminance
+        np.testing.assert_array_equal(colour[0], cache.preprocess_colour(img, SIZE))

@@ -5,7 +5,6 @@ import contextlib
 import errno
 import fcntl
 import hashlib
-import http.server
 import io
 import os
 import re
@@ -13,7 +12,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import threading
 import warnings
 import zipfile
 import zlib
@@ -21,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_dataset
 from PIL import Image
 
 from raybench import data
@@ -28,17 +27,6 @@ from raybench.data import cache, source, validation
 from raybench.data.__main__ import main
 
 IS_ROOT = os.geteuid() == 0
-
-
-def make_dataset(parent: Path, per_class: int = 6) -> Path:
-    """A small dataset in the official layout, from the first embedded images of each class (6 per class: every
-    split of the thesis's rule gets images)."""
-    root = parent / "PBC_dataset_normal_DIB"
-    for name in data.CLASSES:
-        (root / name).mkdir(parents=True)
-        for image in sorted((data.EMBEDDED_DATA / name).glob("*.jpg"))[:per_class]:
-            shutil.copy(image, root / name / image.name)
-    return root
 
 
 def zip_folder(root: Path, zip_path: Path, extra: dict[str, bytes] | None = None) -> Path:
@@ -115,7 +103,7 @@ def test_a_16_bit_greyscale_png_is_scaled_to_8_bits_not_white(tmp_path):
 
 def test_16_bit_greyscale_images_go_through_prepare_and_the_cache(tmp_path):
     """Every basophil saved as 16-bit greyscale PNG (its thesis grey times 257) decodes as the 8-bit JPEG did."""
-    root = make_dataset(tmp_path)
+    root = make_dataset(tmp_path, per_class=6)
     originals = {}
     for jpg in sorted((root / "basophil").glob("*.jpg")):
         with Image.open(jpg) as img:
@@ -157,7 +145,7 @@ def test_pixel_modes_give_the_thesis_grey(make, grey):
 
 
 def test_pixels_without_an_8_bit_scale_are_skipped_naming_file_and_reason(tmp_path):
-    root = make_dataset(tmp_path)
+    root = make_dataset(tmp_path, per_class=6)
     float_tif = save(Image.new("F", (360, 360), 0.5), root / "monocyte" / "MO_float.tif")
     int_tif = save(Image.new("I", (360, 360), 70000), root / "platelet" / "PLT_int32.tif")
     with pytest.warns(data.DataWarning) as caught:
@@ -175,7 +163,7 @@ def test_pixels_without_an_8_bit_scale_are_skipped_naming_file_and_reason(tmp_pa
 
 
 def test_an_empty_class_folder_is_refused_in_one_line(tmp_path, capsys):
-    root = make_dataset(tmp_path)
+    root = make_dataset(tmp_path, per_class=6)
     for image in (root / "monocyte").iterdir():
         image.unlink()
     for image in (root / "ig").iterdir():
@@ -195,8 +183,8 @@ def test_an_empty_class_folder_is_refused_in_one_line(tmp_path, capsys):
 
 def test_a_zip_in_a_read_only_folder_is_unpacked_into_the_users_cache(tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    made = zip_folder(make_dataset(tmp_path / "src"), tmp_path / "PBC_dataset_normal_DIB.zip")
-    expected = data.prepare(make_dataset(tmp_path / "plain"), tiers={"all": None}).manifest
+    made = zip_folder(make_dataset(tmp_path / "src", per_class=6), tmp_path / "PBC_dataset_normal_DIB.zip")
+    expected = data.prepare(make_dataset(tmp_path / "plain", per_class=6), tiers={"all": None}).manifest
     with read_only(tmp_path / "ro", [made]) as folder:
         zip_path = folder / made.name
         prepared = data.prepare(zip_path, tiers={"all": None})
@@ -266,43 +254,13 @@ def test_a_zip_with_too_many_members_is_refused(tmp_path):
 
 @pytest.mark.parametrize("name", ["/tmp/raybench_escape.jpg", "../escape.jpg", "PBC_dataset_normal_DIB/../../x.jpg"])
 def test_a_zip_member_outside_the_folder_is_refused(tmp_path, name):
-    zip_path = zip_folder(make_dataset(tmp_path / "src"), tmp_path / "dl.zip", extra={name: b"payload"})
+    zip_path = zip_folder(make_dataset(tmp_path / "src", per_class=6), tmp_path / "dl.zip", extra={name: b"payload"})
     with pytest.raises(ValueError, match=re.escape(f"has a member that would land outside its folder ({name!r})")):
         data.prepare(zip_path)
     assert sorted(os.listdir(tmp_path)) == ["dl.zip", "src"]
 
 
 # ------------------------------------------------------------------------------------------------ download
-
-
-@pytest.fixture
-def server(monkeypatch):
-    """A loopback HTTP server serving `state["payload"]` at /PBC.zip, with Range support."""
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    state = {"payload": b"", "ranges": []}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            payload, asked = state["payload"], self.headers.get("Range")
-            state["ranges"].append(asked)
-            start = int(re.fullmatch(r"bytes=(\d+)-", asked).group(1)) if asked else 0
-            self.send_response(206 if asked else 200)
-            if asked:
-                self.send_header("Content-Range", f"bytes {start}-{len(payload) - 1}/{len(payload)}")
-            self.send_header("Content-Length", str(len(payload) - start))
-            self.end_headers()
-            self.wfile.write(payload[start:])
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    state["url"] = f"http://127.0.0.1:{httpd.server_address[1]}/PBC.zip"
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""The future-work grids and the report's "Effects": grids that load, effects computed from constructed trials, and
-(slow) a reduced grids/future_quick.py through Ray, reported."""
+"""The report's "Effects" (report/effects.py): effects computed from constructed trials, and (slow) a reduced
+grids/future_quick.py through Ray, reported."""
 
 import json
 import math
@@ -7,12 +7,12 @@ import os
 import runpy
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import ROOT
 
-from raybench import catalog, grid, results, spec
+from raybench import catalog, results, spec
 from raybench.report import Results, build_report, read_results, read_thesis, render_markdown
 from raybench.report.effects import (
     PRETRAINING,
@@ -26,42 +26,7 @@ from raybench.report.effects import (
 )
 from raybench.report.statistics import mean_interval
 
-ROOT = Path(__file__).resolve().parents[1]
-
 # -------------------------------------------------------------------------------------------------- the grids
-
-
-def test_the_future_grid_studies_the_small_tiers_with_three_seeds():
-    g = grid.load_grid(ROOT / "grids" / "future.py")
-    assert list(g.tiers) == ["large", "medium", "small", "n2500", "n1500", "n1000", "n600", "tiny"]
-    assert {t.seed for t in g.trials} == {0, 1, 2} and len(g.trials) == 663
-    variants = {t.variant for t in g.trials}
-    assert {"momentum", "adamw", "batch16_sqrt", "es_relative", "augment", "grey1", "colour", "measured"} <= variants
-    assert {t.model for t in g.trials} >= {"convmixer_768_32", "xception", "vit_b_16"}
-    assert {t.model for t in g.trials if t.pretrained} >= {"vit_b_16", "vit_b_32"}
-    finetune_all = {t.config.finetune for t in g.trials if t.variant == "finetune_all"}
-    assert finetune_all == {"all"} and all(t.pretrained for t in g.trials if t.variant == "finetune_all")
-    assert sorted(t.trial_id for t in g.trials if t.save_weights) == sorted(
-        f"{m}-large-seed{s}" for m in ("resnet_18", "mobilenet_small") for s in range(3)
-    )
-
-
-def test_the_pbc_grid_starts_from_the_future_grids_saved_weights():
-    g = grid.load_grid(ROOT / "grids" / "future_pbc.py")
-    starts = [t for t in g.trials if t.init_from]
-    assert len(starts) == len(g.trials) / 2 == 18
-    assert all(t.init_from.endswith(f"results/future/weights/{t.model}-large-seed{t.seed}.npz") for t in starts)
-
-
-def test_the_quick_grid_compares_each_option_with_the_baseline_on_cpu_sizes():
-    g = grid.load_grid(ROOT / "grids" / "future_quick.py")
-    assert {t.seed for t in g.trials} == {0, 1, 2} and {t.tier for t in g.trials} == {"tiny"}
-    assert {t.config.image_size for t in g.trials} == {64} and not any(t.pretrained for t in g.trials)
-    by_variant = {}
-    for t in g.trials:
-        by_variant.setdefault(t.variant, set()).add(t.model)
-    assert by_variant.pop("") == {"resnet_18", "mobilenet_small", "convmixer_256_8"}
-    assert len(by_variant) >= 8 and all(m == {"resnet_18", "mobilenet_small"} for m in by_variant.values())
 
 
 # ---------------------------------------------------------------------------------- effects, constructed trials

@@ -2,30 +2,15 @@
 
 import contextlib
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import ROOT, dataset_with_duplicates
 
 from raybench import catalog, data, run, spec, train
 
-ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = str(ROOT / "grids" / "quickstart.py")
-
-
-def dataset_with_duplicates(parent: Path, per_class: int = 10) -> Path:
-    """`per_class` embedded images a class; basophil's first 4 times over; eosinophil's first also a neutrophil."""
-    root = parent / "PBC_dataset_normal_DIB"
-    for name in data.CLASSES:
-        (root / name).mkdir(parents=True)
-        for source in sorted((data.EMBEDDED_DATA / name).glob("*.jpg"))[:per_class]:
-            shutil.copy(source, root / name / source.name)
-    basophil = sorted((root / "basophil").glob("*.jpg"))[0]
-    for i in range(3):
-        shutil.copy(basophil, root / "basophil" / f"ZZ_copy{i}.jpg")
-    shutil.copy(sorted((root / "eosinophil").glob("*.jpg"))[0], root / "neutrophil" / "AA_cross.jpg")
-    return root
 
 
 def follows_the_thesis_rule(manifest: pd.DataFrame) -> bool:
@@ -50,7 +35,7 @@ def test_the_default_and_the_thesis_grid_draw_the_thesis_splits_with_duplicates(
 
 
 def test_tiers_nest_with_kept_duplicates(tmp_path):
-    prepared = data.prepare(dataset_with_duplicates(tmp_path, per_class=20), tiers={"all": None, "half": 80})
+    prepared = data.prepare(dataset_with_duplicates(tmp_path, per_class=20, copies=3), tiers={"all": None, "half": 80})
     m = prepared.manifest
     assert follows_the_thesis_rule(m) and not m[m.tier == "all"].sha256.is_unique
     for split in data.SPLITS:
@@ -58,17 +43,9 @@ def test_tiers_nest_with_kept_duplicates(tmp_path):
         assert half <= everything
 
 
-def test_split_rule_and_dedupe_are_options_checked_by_name():
-    assert spec.parse_overrides(["split_rule=exact", "dedupe=true"]) == {"split_rule": "exact", "dedupe": True}
-    with pytest.raises(ValueError, match="split_rule must be one of thesis, exact, got 'floor'"):
-        spec.make_config({"split_rule": "floor"})
-    with pytest.raises(ValueError, match="dedupe must be of type bool"):
-        spec.make_config({"dedupe": "yes"})
-
-
 @pytest.mark.parametrize("dedupe", [False, True])
 def test_a_trial_records_its_data_options_and_the_duplicates_it_straddles(tmp_path, dedupe):
-    root = dataset_with_duplicates(tmp_path / "data")
+    root = dataset_with_duplicates(tmp_path / "data", copies=3)
     out = tmp_path / "out"
     argv = ["--model", "lenet5", "--tier", "large", "--data", str(root), "--out", str(out)]
     argv += ["--cache", str(tmp_path / "cache"), "--set", "image_size=32", "--set", "max_epochs=1"]
@@ -113,7 +90,7 @@ def test_dry_run_prints_each_tiers_splits_per_class(tmp_path, capsys):
 
 
 def test_dry_run_with_data_shows_the_duplicates_and_the_tiers_that_do_not_fit(tmp_path, capsys):
-    root = dataset_with_duplicates(tmp_path / "data")
+    root = dataset_with_duplicates(tmp_path / "data", copies=3)
     grid = write_grid(tmp_path / "g.py", {}, sweeps=[{"models": ["lenet5"], "tiers": ["large", "tiny"]}])
     assert run.main([grid, "--dry-run", "--data", str(root), "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
