@@ -1,4 +1,4 @@
-"""raybench's benchmark suite (issue 6): ratios measured side by side in one run, never timed tests.
+"""raybench's benchmark suite: ratios measured side by side in one run, never timed tests.
 
     python benchmarks/run_all.py [--quick] [--gpu | --gpu-dry-run]      # or: python -m benchmarks ...
 

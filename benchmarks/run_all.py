@@ -1,4 +1,4 @@
-"""Run raybench's benchmarks and write benchmarks/results/<date>-<host>.json and .md (issue 6).
+"""Run raybench's benchmarks and write benchmarks/results/<date>-<host>.json and .md.
 
     python benchmarks/run_all.py [--quick] [--gpu | --gpu-dry-run] [--only loop,feeding,ray,gpu]
     python -m benchmarks ...                                  # the same

@@ -12,6 +12,7 @@ import csv
 import dataclasses
 import functools
 import importlib.resources
+import numbers
 from collections.abc import Sequence
 
 # ------------------------------------------------------------------------------------------------ the dataset
@@ -268,10 +269,15 @@ def batch_size(name: str, *, pretrained: bool = False) -> int:
     return config.pretrained_batch_size if pretrained else config.batch_size
 
 
+def is_whole(value, *, least: int = 1) -> bool:
+    """A whole number (NumPy's too) of at least `least`; never a bool, which would pass as 1 (a batch of True)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least
+
+
 def check_image_size(name: str, image_size: int) -> None:
     """Raise a ValueError when configuration `name` cannot take `image_size` (the check a build would make)."""
     config = configuration(name)
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
+    if not is_whole(image_size, least=MIN_IMAGE_SIZE):
         raise ValueError(f"{name}: image_size must be an integer of at least {MIN_IMAGE_SIZE}, got {image_size!r}")
     if config.patch_size and image_size % config.patch_size:
         raise ValueError(
@@ -350,7 +356,7 @@ def _check_batch_sizes(config: Configuration) -> None:
             raise ValueError(f"{config.name}: a {which} without ImageNet weights to fine-tune")
         if chosen is None and needed and not published:
             raise ValueError(f"{config.name}: needs a {which} (the thesis trained no such configuration)")
-        if chosen is not None and (isinstance(chosen, bool) or not isinstance(chosen, int) or chosen < 1):
+        if chosen is not None and not is_whole(chosen):
             raise ValueError(f"{config.name}: batch_size must be a whole number of at least 1, got {chosen!r}")
 
 

@@ -11,9 +11,8 @@ that sums the bytes of every distinct tensor saved for backward. They scale with
 halve under bf16 autocast. A trial then asks for the smallest fraction 1/2^k of a GPU that holds its need,
 so that small models share a GPU several at a time and the largest take a whole one.
 
-Packing pays only where the trials' kernels can run side by side: under NVIDIA MPS (raybench.mps). Without it
-processes on one GPU take turns, and four small trials packed on an H200 ran at 0.91x the throughput of the
-same trials one after another (benchmarks/gpu.py); so without MPS every GPU trial asks for a whole GPU.
+Packing pays only where the trials' kernels can run side by side: under NVIDIA MPS (raybench.mps says what was
+measured without it); so without MPS every GPU trial asks for a whole GPU.
 """
 
 from __future__ import annotations

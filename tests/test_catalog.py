@@ -42,12 +42,6 @@ def test_table_4_1_is_the_5_2_3_split_of_each_tier():
     assert sum(catalog.PBC_CLASS_COUNTS) == 17_092 and len(catalog.CLASSES) == 8
 
 
-def test_the_tiers_the_thesis_trained_on_follow_its_per_class_rule():
-    assert catalog.TIER_SPLITS["large"] == catalog.TABLE_4_1["large"] == (8544, 3415, 5125)
-    assert catalog.TIER_SPLITS["tiny"] == (198, 76, 115)  # its 33 tiny-tier accuracies are all k/115
-    assert catalog.class_split(29) == (14, 5, 8) and catalog.class_images(catalog.PBC_CLASS_COUNTS, 400)[0] == 29
-
-
 def test_image_size_checks_need_no_model():
     catalog.check_image_size("vit_b_16", 352)
     with pytest.raises(ValueError, match="at least 32"):

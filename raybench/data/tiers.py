@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from raybench.catalog import CLASSES, SPLIT_RATIO, SPLIT_RULES, SPLITS, TIERS, class_images, class_split
+from raybench.catalog import CLASSES, SPLIT_RATIO, SPLIT_RULES, SPLITS, TIERS, class_images, class_split, is_whole
 
 # ------------------------------------------------------------------------------------------------- rounding
 
@@ -156,7 +156,7 @@ def resolve_tiers(
             raise ValueError(f"tier names must be non-empty strings, got {name!r}")
         if size is None:
             size = usable
-        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        if not is_whole(size):
             raise ValueError(f"tier {name!r}: size must be a positive integer or None (all images), got {size!r}")
         if not _fits(class_counts, int(size), split_rule):
             if omit_too_big:
