@@ -30,6 +30,7 @@ ALLOWED = {
     "mps": set(),
     "service": {"console", "data", "grid", "loop", "models", "mps", "resources", "results", "service", "spec", "trial"},
     "run": {"service"},
+    "__main__": {"data", "report", "service", "train"},  # the `raybench` command: each subcommand's own main
 }
 RAY_EDGE = {"service"}
 TORCH_FREE = {"catalog", "spec", "stopping", "grid", "results", "metrics", "data", "report", "console", "mps"}
