@@ -128,6 +128,7 @@ def test_small_grid_end_to_end(tmp_path):
         events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     ).session_start_info.hparams
     assert start["model"].string_value == "lenet5" and start["tier"].string_value == "tiny"
+    assert {"model", "tier", "pretrained", "seed"} <= set(start) and "augment" not in start  # constant: left out
     assert events.Scalars("test/test_accuracy")[0].value == pytest.approx(lenet.test_accuracy)
 
     # and so does MLflow

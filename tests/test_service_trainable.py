@@ -36,3 +36,18 @@ def test_fault_drills_fail_where_they_say():
             always.check(epoch, start)
     with pytest.raises(ValueError, match="once:N"):
         trainable.FaultDrill.parse("sometimes")
+
+
+def test_tensorboards_hparams_show_only_the_options_the_grid_varies():
+    from raybench import spec
+    from raybench.service.callbacks import varying_options
+
+    base = spec.TrainConfig(image_size=32)
+    trials = [
+        spec.Trial("lenet5", "tiny", config=base),
+        spec.Trial("lenet5", "tiny", config=spec.TrainConfig(image_size=32, optimizer="adamw", lr=0.001), variant="a"),
+        spec.Trial("resnet_18", "tiny", seed=1, config=base),
+    ]
+    assert varying_options(trials) == ["lr", "optimizer"]  # model and seed are identity columns, always shown
+    trials.append(spec.Trial("lenet5", "small", config=spec.TrainConfig(image_size=32, batch_size=8)))
+    assert varying_options(trials) == ["batch_size", "lr", "optimizer"]

@@ -139,6 +139,14 @@ class ConsoleCallback(tune.Callback):
         self.show(force=True)
 
 
+def varying_options(trials: typing.Iterable[Trial]) -> list[str]:
+    """The options (and batch size) that differ between the grid's trials: the only ones worth a column in
+    TensorBoard's HParams table, where constant ones would push the model and tier aside."""
+    rows = [t.parameters() for t in trials]
+    keys = [k for k in (rows[0] if rows else {}) if k not in CurvesCallback.IDENTITY]
+    return [k for k in keys if len({repr(row[k]) for row in rows}) > 1]
+
+
 class CurvesCallback(tune.Callback):
     """The thesis's curves per trial as TensorBoard event files under OUT/tensorboard/<trial>/, and the HParams view.
 
@@ -153,14 +161,19 @@ class CurvesCallback(tune.Callback):
         "lr": "learning_rate/lr",
     }
 
+    IDENTITY = ("model", "tier", "pretrained", "seed")  # HParams' first columns, whatever the grid varies
+
     def __init__(self, out: Path, specs: dict[str, Trial]) -> None:
         self.root, self.specs, self.writers = out / TENSORBOARD_DIR, specs, {}
+        self.hparam_keys = (*self.IDENTITY, *varying_options(specs.values()))
 
     def writer(self, trial_id: str):
         from tensorboardX import SummaryWriter
 
         if trial_id not in self.writers:
-            writer = SummaryWriter(str(self.root / trial_id))
+            # its own file name: add_hparams writes another file in the same folder, which within the same second
+            # would otherwise get the same name and replace the curves
+            writer = SummaryWriter(str(self.root / trial_id), filename_suffix=".curves")
             writer.add_custom_scalars(
                 {
                     "thesis": {
@@ -188,7 +201,7 @@ class CurvesCallback(tune.Callback):
         last = trial.last_result or {}
         trial_id = trial.config["trial_id"]
         if last.get("done") and last.get("status", "ok") == "ok":
-            hparams = {k: v for k, v in trial.config.items() if isinstance(v, (int, float, str, bool))}
+            hparams = {k: trial.config[k] for k in self.hparam_keys if k in trial.config}
             metrics = {f"test/{k}": float(last[k]) for k in results.METRIC_COLUMNS if k in last}
             self.writer(trial_id).add_hparams(hparams, metrics, name=".")
         self.close(trial_id)
