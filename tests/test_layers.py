@@ -25,15 +25,31 @@ ALLOWED = {
     "resources": {"catalog", "models", "spec"},
     "trial": {"batches", "catalog", "data", "loop", "metrics", "models", "resources", "results", "spec"},
     "train": {"catalog", "data", "loop", "results", "spec", "trial"},
-    "report": {"catalog", "metrics", "report", "results"},
+    "report": {"catalog", "metrics", "provenance", "report", "results"},
     "console": {"spec", "stopping"},
     "mps": set(),
-    "service": {"console", "data", "grid", "loop", "models", "mps", "resources", "results", "service", "spec", "trial"},
+    "provenance": set(),
+    "service": {
+        *("console", "data", "grid", "loop", "models", "mps", "provenance", "resources", "results", "service"),
+        *("spec", "trial"),
+    },
     "run": {"service"},
     "__main__": {"data", "report", "service", "train"},  # the `raybench` command: each subcommand's own main
 }
 RAY_EDGE = {"service"}
-TORCH_FREE = {"catalog", "spec", "stopping", "grid", "results", "metrics", "data", "report", "console", "mps"}
+TORCH_FREE = {
+    "catalog",
+    "spec",
+    "stopping",
+    "grid",
+    "results",
+    "metrics",
+    "data",
+    "report",
+    "console",
+    "mps",
+    "provenance",
+}
 
 
 def unit(path: Path) -> str:

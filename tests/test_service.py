@@ -95,6 +95,9 @@ def test_small_grid_end_to_end(tmp_path):
         assert (r["predictions"].trial_id == t.trial_id).sum() == t.n_test
     assert set(r["manifest"].split) == {"train", "val", "test"}
     assert (out / "plan.parquet").exists()
+    (invocation,) = json.loads((out / "run.json").read_text())["runs"]  # provenance of this one run
+    assert invocation["ended_at"] and invocation["grid_file"].endswith(".py")
+    assert invocation["versions"]["ray"].startswith("2.60")
     assert list((tmp_path / "shared" / "small").glob("*/checkpoint_*"))  # Ray's checkpoints went to --storage
     mirrored = pd.read_parquet(tmp_path / "shared" / "small" / "results" / "trials.parquet")
     pd.testing.assert_frame_equal(mirrored, trials)  # and so did the results, through pyarrow's filesystems

@@ -174,6 +174,32 @@ def _opening(ctx: Context) -> list[Block]:
     ]
 
 
+def _environment(ctx: Context) -> list[Block]:
+    """Where the numbers came from (run.json): the software, the code's commit, the command and the machine."""
+    runs = ctx.everything.runs
+    if not runs:
+        return []
+    last = runs[-1]
+    versions = ", ".join(f"{name} {v}" for name, v in last.get("versions", {}).items() if v)
+    git = last.get("git") or {}
+    commit = git.get("commit")
+    code = (
+        f"{commit[:12]}{' (with uncommitted changes)' if git.get('dirty') else ''}" if commit else "not a git checkout"
+    )
+    gpus = "; ".join(f"{g['name']} (driver {g['driver']}, {g['memory']})" for g in last.get("gpus", [])) or "none"
+    ended = last.get("ended_at") or "did not end (interrupted, or still running)"
+    items = (
+        f"Software: {versions}; Python {last.get('python')}.",
+        f"Code: {code}.",
+        f"Command: `{' '.join(last.get('argv', []))}` in `{last.get('cwd')}`; grid file `{last.get('grid_file')}` "
+        f"(sha256 {str(last.get('grid_sha256'))[:16]}…).",
+        f"Machine: {last.get('host')}, {last.get('cpu')} ({last.get('cpu_count')} CPUs), GPUs: {gpus}.",
+        f"Time (UTC): started {last.get('started_at')}, ended {ended}"
+        + (f"; {len(runs)} invocations (the first started {runs[0].get('started_at')})." if len(runs) > 1 else "."),
+    )
+    return [Heading(2, "Run environment"), Bullets(items)]
+
+
 def _overview(ctx: Context) -> list[Block]:
     """The grid at a glance: accuracy heat map, ours against the thesis's, speed against the thesis's."""
     comparison = ctx.comparison
@@ -266,8 +292,18 @@ def _method(ctx: Context) -> list[Block]:
 
 Section = Callable[[Context], list[Block]]
 # the document, in order; a run with no baseline trial of the thesis's models has nothing to compare with chapter 5
-SECTIONS: tuple[Section, ...] = (_opening, _overview, _unstable, _tiers, _architectures, _effects, _all_trials, _method)
-SECTIONS_WITHOUT_BASELINE: tuple[Section, ...] = (_no_baseline, _unstable, _effects, _all_trials, _method)
+SECTIONS: tuple[Section, ...] = (
+    _opening,
+    _environment,
+    _overview,
+    _unstable,
+    _tiers,
+    _architectures,
+    _effects,
+    _all_trials,
+    _method,
+)
+SECTIONS_WITHOUT_BASELINE: tuple[Section, ...] = (_no_baseline, _environment, _unstable, _effects, _all_trials, _method)
 
 
 def build_report(results: Results, thesis: Thesis, *, tiers: Sequence[str] = (), filters: str = "") -> Report:

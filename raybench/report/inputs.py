@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from raybench import catalog, metrics
+from raybench import catalog, metrics, provenance
 from raybench.results import decode_classes, read_plan, read_table
 
 KEYS = ["model", "tier", "pretrained"]  # what makes a configuration
@@ -27,6 +27,7 @@ class Results:
     predictions: pd.DataFrame
     plan: pd.DataFrame | None
     classes: tuple[str, ...]
+    runs: tuple[dict, ...] = ()  # provenance: each invocation's versions, commit, command, machine and times
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +58,7 @@ def read_results(folder: str | Path) -> Results:
     trials = with_collapse(trials)
     if plan is not None:
         plan = plan.assign(pretrained=plan["pretrained"].astype(bool))
-    return Results(folder.name, trials, epochs, predictions, plan, classes)
+    return Results(folder.name, trials, epochs, predictions, plan, classes, tuple(provenance.read_runs(folder)))
 
 
 def _classes_in(matrix) -> float:

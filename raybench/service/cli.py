@@ -165,7 +165,7 @@ def set_up(args: argparse.Namespace) -> Setup:
     name = args.name or grid.name
     gpu_gb = args.gpu_memory_gb or resources.local_gpu_memory_gb()
     out = Path(args.results).expanduser().resolve() / name  # "~/results" on a cluster is the head node's home
-    return Setup(grid, name, out, gpu_gb, fault_drills(grid, args.inject_failure))
+    return Setup(grid, name, out, gpu_gb, fault_drills(grid, args.inject_failure), grid_file=args.grid)
 
 
 def dry_run_plan(setup: Setup, args: argparse.Namespace) -> pd.DataFrame:

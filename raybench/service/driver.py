@@ -20,7 +20,7 @@ import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from raybench import console, models, mps, resources, results, spec
+from raybench import console, models, mps, provenance, resources, results, spec
 from raybench import data as pbc
 from raybench import grid as grids
 from raybench.service import callbacks, trainable
@@ -40,6 +40,7 @@ class Setup:
     out: Path
     gpu_gb: float | None
     drills: dict[str, trainable.FaultDrill]
+    grid_file: str | None = None  # for the run's provenance (run.json): its path and sha256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,6 +227,8 @@ def run_grid(setup: Setup, prepared: pbc.Prepared, options: RunOptions) -> int:
         )
         return 2
     results.write_manifest(out, prepared.manifest)
+    run_info = provenance.describe(argv=sys.argv, grid_file=setup.grid_file)
+    provenance.record(out, run_info)
     # trials checkpoint often (--checkpoint-every), so Ray snapshots often; that is intended here, not a warning
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Ray's own output (the workers' logs, its banner) stays in its log files unless --verbose
@@ -267,6 +270,7 @@ def run_grid(setup: Setup, prepared: pbc.Prepared, options: RunOptions) -> int:
         ray.shutdown()
         if sharing.mps is not None:
             mps.stop(sharing.mps)
+    provenance.finish(out, run_info)
     results.consolidate(out, manifest=prepared.manifest)
     copied = copy_results(out, mirror_uri(options.storage, name))
     trials = pd.read_parquet(out / "trials.parquet")
