@@ -4,6 +4,7 @@ import math
 import zlib
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -27,6 +28,11 @@ def trial_result(model: str, seed: int, accuracy: float) -> results.TrialResult:
         "trial_id": trial_id, "model": model, "tier": "tiny", "pretrained": False, "seed": seed, "split_seed": 0,
         "variant": "", "status": "ok", "test_accuracy": float(right.mean()),
     }  # fmt: skip
+    matrix = np.zeros((len(results.CLASSES),) * 2, dtype=int)
+    np.add.at(matrix, (labels, predicted), 1)
+    trial["confusion_matrix"] = matrix.tolist()
+    trial |= {"n_train": 198, "n_val": 76, "n_test": N_IMAGES, "epochs": 3, "tested_epoch": 3, "batch_size": 64}
+    trial |= {"image_size": 32, "max_epochs": 3, "train_seconds": 3.0, "seconds_per_epoch": 1.0}
     predictions = [
         {"trial_id": trial_id, "image": f"img{i}", "label": int(label), "class_name": results.CLASSES[label],
          "predicted": int(p)}
@@ -81,3 +87,17 @@ def test_seeds_to_decide_is_where_the_interval_first_excludes_zero():
     n = conclusions.seeds_to_decide([0.01, 0.03, -0.01])
     sd, d = np.std([0.01, 0.03, -0.01], ddof=1), 0.01
     assert stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) < d <= stats.t.ppf(0.975, n - 2) * sd / math.sqrt(n - 1)
+
+
+def test_the_report_has_the_section_and_writes_its_table(tmp_path):
+    from raybench import report
+
+    written = [trial_result(m, s, 0.8) for m in ("resnet_34", "resnet_152") for s in SEEDS]
+    results.write_results(tmp_path, written)
+    assert report.main([str(tmp_path)]) == 0
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "## The thesis's conclusions, tested" in markdown
+    table = pd.read_csv(tmp_path / "report" / "tables" / "conclusions.csv")
+    ran = table[table.seeds > 0]
+    assert set(ran.better) == {"resnet_34"} and set(ran.worse) == {"resnet_152"} and (ran.seeds == 5).all()
+    assert set(table.verdict[table.seeds == 0]) == {"not run"}

@@ -136,7 +136,8 @@ def compare(trials: pd.DataFrame, predictions: pd.DataFrame, comparison: Compari
     keys = a.index.intersection(b.index)
     row = {"better": comparison.better, "worse": comparison.worse, "tier": comparison.tier, "seeds": len(keys)}
     if not len(keys):
-        return {**row, "difference": math.nan, "low": math.nan, "high": math.nan, "b": 0, "c": 0, "p": math.nan}
+        empty = {"difference": math.nan, "low": math.nan, "high": math.nan, "b": 0, "c": 0, "p": math.nan}
+        return {**row, **empty, "seeds_to_decide": math.nan}
     diffs = a.loc[keys, "test_accuracy"].astype(float) - b.loc[keys, "test_accuracy"].astype(float)
     mean, low, high = mean_interval(diffs)
     only_a = only_b = 0
@@ -196,3 +197,65 @@ def claim_verdicts(comparisons: pd.DataFrame) -> pd.DataFrame:
 
     out = comparisons.groupby(["claim", "section", "words"], sort=False).apply(one, include_groups=False)
     return out.rename("verdict").reset_index()
+
+
+def conclusions_section(trials: pd.DataFrame, predictions: pd.DataFrame, claims=CLAIMS) -> list:
+    """The report's section "The thesis's conclusions, tested": one verdict per claim, then a row per comparison."""
+    from raybench.report.document import Heading, Paragraph
+    from raybench.report.tables import Table
+
+    table = evaluate_claims(trials, predictions, claims)
+    verdicts = claim_verdicts(table)
+
+    def num(value, digits=3):
+        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:+.{digits}f}"
+
+    rows = [
+        [
+            r.claim,
+            f"{r.better} > {r.worse}",
+            r.tier,
+            str(r.seeds),
+            f"{num(r.difference)} [{num(r.low)}, {num(r.high)}]",
+            f"{r.b}/{r.c}",
+            "-" if math.isnan(r.p_holm) else f"{r.p_holm:.3g}",
+            "-" if math.isnan(r.seeds_to_decide) else f"{r.seeds_to_decide:.0f}",
+            r.verdict,
+        ]
+        for r in table.itertuples()
+    ]
+    summary = "; ".join(f"claim {v.claim} ({v.section}): **{v.verdict}**" for v in verdicts.itertuples())
+    if not (table.seeds > 0).any():  # nothing to compare: say so, without an empty table
+        return [
+            Heading(2, "The thesis's conclusions, tested"),
+            Paragraph("No claim's configurations were all run: every claim is not run. " + summary + "."),
+        ]
+    return [
+        Heading(2, "The thesis's conclusions, tested"),
+        Paragraph(
+            "Each claim is tested as comparisons of two configurations on one tier: the mean of the seed-wise "
+            "accuracy differences with its 95% t-interval, and an exact McNemar test on the same test images "
+            "(discordant predictions summed over seeds), Holm-corrected over every comparison. A comparison is "
+            "decided when the corrected p < 0.05 and, with two or more seeds, the interval excludes 0; a claim is "
+            "supported when all its comparisons are, contradicted when any is reversed, not run when any "
+            "configuration is missing. " + summary + "."
+        ),
+        Table(
+            "conclusions",
+            "The thesis's conclusions, tested",
+            table,
+            [
+                "claim",
+                "comparison",
+                "tier",
+                "seeds",
+                "difference [95% CI]",
+                "only A / only B right",
+                "p (Holm)",
+                "seeds to decide",
+                "verdict",
+            ],
+            rows,
+            note="; ".join(f"claim {c.id} ({c.section}): {c.words}" for c in claims),
+        ),
+    ]

@@ -20,6 +20,7 @@ from raybench.report.comparison import (
     pretrained_ratios,
     trial_status,
 )
+from raybench.report.conclusions import conclusions_section
 from raybench.report.effects import (
     effect_figure,
     effect_summary,
@@ -333,6 +334,7 @@ def build_report(results: Results, thesis: Thesis, *, tiers: Sequence[str] = (),
             )
             figure = size_figure(comparison, thesis, arch, value="seconds_per_epoch")
             blocks.append(Plot(f"epoch_time_{slug}", caption, figure))
+    blocks += conclusions_section(everything.trials, everything.predictions)
     blocks += _effects_section(everything)
     blocks += [Heading(2, "All trials"), trials_table(all_trials), Heading(2, "Method"), Bullets(METHOD_NOTES)]
     return Report(f"raybench report: {results.name}", blocks)
