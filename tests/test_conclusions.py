@@ -101,3 +101,8 @@ def test_the_report_has_the_section_and_writes_its_table(tmp_path):
     ran = table[table.seeds > 0]
     assert set(ran.better) == {"resnet_34"} and set(ran.worse) == {"resnet_152"} and (ran.seeds == 5).all()
     assert set(table.verdict[table.seeds == 0]) == {"not run"}
+
+
+def test_a_claim_naming_an_unknown_model_is_refused():
+    with pytest.raises(ValueError, match="resnet_999"):
+        conclusions.Claim("x", "§0", "bad", (conclusions.Comparison("resnet_999", "resnet_18", "tiny"),))

@@ -13,12 +13,13 @@ import math
 
 import pandas as pd
 
+from raybench import catalog
 from raybench.report.statistics import mean_interval, t_quantile
 
 ALPHA = 0.05
 SCRATCH_RIVALS_TINY = (
-    "resnet_18", "resnet_50", "resnet_101", "resnet_152", "mobilenet_v3_small", "mobilenet_v3_large",
-    "convnext_tiny", "vit_b_16", "mixer_s_32", "lenet5",
+    "resnet_18", "resnet_50", "resnet_101", "resnet_152", "mobilenet_small", "mobilenet_large",
+    "convnext_tiny", "vit_b_16", "mlpmixer_s32", "lenet5",
 )  # fmt: skip
 
 
@@ -41,6 +42,16 @@ class Claim:
     words: str
     comparisons: tuple[Comparison, ...]
 
+    def __post_init__(self):
+        for c in self.comparisons:
+            for model in (c.better, c.worse):
+                if model not in catalog.MODEL_NAMES:
+                    raise ValueError(
+                        f"claim {self.id}: unknown model {model!r}; valid: {', '.join(sorted(catalog.MODEL_NAMES))}"
+                    )
+            if c.tier not in catalog.TIER_SPLITS:
+                raise ValueError(f"claim {self.id}: unknown tier {c.tier!r}; valid: {', '.join(catalog.TIER_SPLITS)}")
+
 
 CLAIMS = (
     Claim(
@@ -54,7 +65,7 @@ CLAIMS = (
         "§5, §6",
         "MobileNetV3 is the most accurate on the large tier (0.971).",
         tuple(
-            Comparison("mobilenet_v3_large", rival, "large")
+            Comparison("mobilenet_large", rival, "large")
             for rival in ("resnet_18", "resnet_34", "resnet_152", "convnext_tiny", "vit_b_16")
         ),
     ),
@@ -75,8 +86,8 @@ CLAIMS = (
         tuple(
             Comparison(good, bad, tier)
             for tier in ("tiny", "small")
-            for good in ("resnet_18", "mobilenet_v3_large")
-            for bad in ("vit_b_16", "mixer_s_32", "convnext_tiny")
+            for good in ("resnet_18", "mobilenet_large")
+            for bad in ("vit_b_16", "mlpmixer_s32", "convnext_tiny")
         ),
     ),
 )
