@@ -20,6 +20,7 @@ from raybench.report.comparison import (
     pretrained_ratios,
     trial_status,
 )
+from raybench.report.conclusions import conclusions_section
 from raybench.report.effects import (
     effect_figure,
     effect_summary,
@@ -278,6 +279,10 @@ def _unstable(ctx: Context) -> list[Block]:
     return _unstable_section(ctx.everything, ctx.all_trials)
 
 
+def _conclusions(ctx: Context) -> list[Block]:
+    return conclusions_section(ctx.everything.trials, ctx.everything.predictions)
+
+
 def _effects(ctx: Context) -> list[Block]:
     return _effects_section(ctx.everything)
 
@@ -299,6 +304,7 @@ SECTIONS: tuple[Section, ...] = (
     _unstable,
     _tiers,
     _architectures,
+    _conclusions,
     _effects,
     _all_trials,
     _method,
