@@ -166,7 +166,7 @@ def test_a_grid_sweeps_the_options():
 def test_a_trial_with_every_option_at_its_default_gives_the_numbers_it_gave_before_them(tmp_path, embedded):
     # recorded with the code before these options existed (same machine: equal to the last bit; elsewhere fp32
     # summation order may move the last digits)
-    config = spec.TrainConfig(image_size=SIZE, max_epochs=4, es_start=1, es_patience=2, device="cpu")
+    config = spec.TrainConfig(image_size=SIZE, max_epochs=4, es_start=1, es_patience=2, val_order="class", device="cpu")
     result = lifecycle.train_trial(spec.Trial("lenet5", "tiny", config=config), lifecycle.TrialData(embedded, tmp_path))
     before = [
         (2.013232707977295, 2.009427309036255, 0.1, False),
