@@ -100,6 +100,8 @@ class Report:
 # trials.parquet columns and loop options (its `options`, JSON) whose thesis values are fixed (§4.3-4.4)
 SETUP_COLUMNS = ("image_size", "max_epochs", "precision")
 LOOP_OPTIONS = ("lr", "es_start", "es_patience", "es_min_delta")
+# options that change numbers, with (the default, the behaviour of results recorded before the option existed)
+BEHAVIOUR_OPTIONS = {"val_order": ("shuffled", "class"), "nonfinite_stop": ("weights", "loss")}
 
 
 def _plain(value) -> str:
@@ -122,6 +124,10 @@ def settings_notes(comparison: pd.DataFrame) -> list[str]:
         values = sorted({o[key] for o in options if key in o})
         if values and values != [expected]:
             notes.append(f"{key} {', '.join(map(str, values))} (thesis: {expected})")
+    for key, (default, before) in BEHAVIOUR_OPTIONS.items():  # results written before an option existed: `before`
+        values = sorted({str(o.get(key, before)) for o in options})
+        if values and values != [default]:
+            notes.append(f"{key} {', '.join(values)} (default: {default})")
     for tier, sizes in catalog.TIER_SPLITS.items():
         n = pd.to_numeric(ran[ran.tier == tier].n_train, errors="coerce").dropna()
         if len(n) and int(n.iloc[0]) != sizes[0]:
