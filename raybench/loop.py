@@ -39,10 +39,10 @@ def seed_everything(seed: int) -> None:
 
 
 PRECISIONS = {  # precision -> (TF32 convolutions, TF32 matrix products, bf16 autocast), on CUDA
-    # PyTorch's defaults since 1.12 (June 2022), and so the thesis's RTX 3080 runs: TF32 convolutions, IEEE fp32
-    # matrix products. Up to 1.11 matrix products were TF32 too: that is "tf32".
-    "fp32": (True, False, False),
+    # PyTorch 1.11's defaults, and so the thesis's RTX 3080 runs (catalog.LOOP_DEFAULTS): TF32 convolutions and matrix
+    # products (pytorch/pytorch#67384). PyTorch 1.12 (June 2022) made matrix products IEEE fp32: that is "fp32".
     "tf32": (True, True, False),
+    "fp32": (True, False, False),
     "bf16": (True, True, True),
 }
 
@@ -227,16 +227,28 @@ class Trainer:
 
     @property
     def diverged(self) -> str | None:
-        """Why training cannot go on when the last epoch's loss is not finite (NaN weights stay NaN), else None."""
-        last = self.history[-1] if self.history else {}
-        for key in ("train_loss", "val_loss"):
-            if key in last and not math.isfinite(last[key]):
-                return f"the {key.replace('_', ' ')} is not finite ({last[key]}) in epoch {last['epoch']}"
+        """The first epoch whose training or validation loss was not finite (the trial is flagged), else None."""
+        for row in self.history:
+            for key in ("train_loss", "val_loss"):
+                if key in row and not math.isfinite(row[key]):
+                    ended = " (the weights are not finite: training ended)" if not self.weights_finite else ""
+                    return f"the {key.replace('_', ' ')} is not finite ({row[key]}) in epoch {row['epoch']}{ended}"
         return None
 
     @property
+    def weights_finite(self) -> bool:
+        """Whether every parameter and buffer is finite; once not, no later epoch can change anything (NaN stays)."""
+        return all(bool(torch.isfinite(t).all()) for t in self.model.state_dict().values() if t.is_floating_point())
+
+    @property
     def done(self) -> bool:
-        return self.epoch >= self.config.max_epochs or self.stopper.should_stop or self.diverged is not None
+        if self.epoch >= self.config.max_epochs or self.stopper.should_stop:
+            return True
+        # the thesis's loop had no check: a non-finite loss never improves and training goes on (nonfinite_stop)
+        last = self.history[-1] if self.history else {}
+        if not all(math.isfinite(last[k]) for k in ("train_loss", "val_loss") if k in last):
+            return self.config.nonfinite_stop == "loss" or not self.weights_finite
+        return False
 
     def run_epoch(self) -> dict:
         """Train and validate one epoch; returns its row of `epochs.parquet` (without trial_id)."""

@@ -16,9 +16,11 @@ from collections.abc import Iterable
 from raybench import catalog
 
 _THESIS = catalog.LOOP_DEFAULTS
-PRECISIONS = ("fp32", "tf32", "bf16")  # loop.PRECISIONS says what each sets on a GPU; all are fp32 on the CPU
+PRECISIONS = ("tf32", "fp32", "bf16")  # loop.PRECISIONS says what each sets on a GPU; all are fp32 on the CPU
 STEPS = ("auto", "eager", "compiled")
 VAL_LOSSES = ("batches", "images")
+VAL_ORDERS = ("shuffled", "class")
+NONFINITE_STOPS = ("weights", "loss")
 DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")  # the device types torch runs this loop on
 # Chapter 7's future work, each an option whose first value is the thesis's setting (loop.py says what each does)
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adamw")
@@ -39,7 +41,7 @@ class TrainConfig:
     max_epochs: int = _THESIS["max_epochs"]
     image_size: int = _THESIS["image_size"]  # §4.2: 352x352 centre crop; smaller sizes crop 352 then resize
     lr: float = _THESIS["lr"]
-    precision: str = _THESIS["precision"]  # "fp32": PyTorch's defaults, the thesis's; "tf32", "bf16" (autocast)
+    precision: str = _THESIS["precision"]  # "tf32": PyTorch 1.11's defaults, the thesis's; "fp32", "bf16" (autocast)
     channels_last: bool = False
     split_seed: int = 0  # the draw of tiers and splits, the same for every trial by default
     split_rule: str = "thesis"  # "thesis": each class split int(t/2) / int(t/5) / int(3t/10); "exact": table 4.1
@@ -49,6 +51,12 @@ class TrainConfig:
     es_min_delta: float = _THESIS["es_min_delta"]
     eval_batch_size: int = 0  # 0: the training batch size on the CPU, 4x it (at most 256) on a GPU
     val_loss: str = "batches"  # fig. 4.4: the mean of per-batch means (thesis) or "images": the mean over images
+    # the validation split's order, which sets which images share the short last batch of val_loss="batches": the
+    # thesis states none; "shuffled" (seeded by split_seed) is a stratified split drawn the usual way, "class" sorted
+    val_order: str = "shuffled"
+    # a non-finite loss never improves and training goes on, as in the thesis's loop, until the weights themselves
+    # are non-finite ("weights"); "loss": stop at the first non-finite training or validation loss
+    nonfinite_stop: str = "weights"
     step: str = "auto"  # "compiled" (torch.compile; CUDA graphs on a GPU), "eager", or "auto": compiled on CUDA
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
     # §4.3 plain SGD; "momentum" (0.9), "nesterov" (0.9), "adamw" (weight decay 0.01, PyTorch's default; set lr)
@@ -119,6 +127,8 @@ CHOICES: dict[str, tuple[str, ...]] = {  # the options that take one of a few na
     "precision": PRECISIONS,
     "step": STEPS,
     "val_loss": VAL_LOSSES,
+    "val_order": VAL_ORDERS,
+    "nonfinite_stop": NONFINITE_STOPS,
     "optimizer": OPTIMIZERS,
     "lr_scaling": LR_SCALINGS,
     "es_mode": ES_MODES,

@@ -6,6 +6,7 @@ Torch-free, so that whoever needs the rule (the loop, the console's ETA) asks th
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from raybench.spec import TrainConfig
 
@@ -13,7 +14,7 @@ from raybench.spec import TrainConfig
 @dataclasses.dataclass
 class EarlyStopping:
     """From 0-based epoch `start` on, an epoch improves when it is the first one considered or when its
-    mean validation loss is strictly below best - min_delta (mode "absolute", §4.4's) or below
+    mean validation loss is finite and strictly below best - min_delta (mode "absolute", §4.4's) or below
     best x (1 - min_delta) (mode "relative", §7.2); `patience` epochs without improvement stop. The tested
     checkpoint is the last improvement (the thesis's) or, with tested="lowest_val_loss", the epoch with the
     lowest validation loss from `start` on (the earliest of equal ones).
@@ -47,9 +48,10 @@ class EarlyStopping:
         self.epochs_seen += 1
         if epoch < self.start:
             return False
-        if self.lowest is None or val_loss < self.lowest:
+        finite = math.isfinite(val_loss)  # a non-finite loss is never an improvement, nor the lowest
+        if finite and (self.lowest is None or val_loss < self.lowest):
             self.lowest, self.lowest_epoch = val_loss, epoch
-        if self.best is None or val_loss < self._bar():
+        if finite and (self.best is None or val_loss < self._bar()):
             self.best, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
         else:
             self.bad_epochs += 1

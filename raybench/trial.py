@@ -43,8 +43,17 @@ class TrialData:
             cache_dir=self.cache_dir,
             colour=config.input == "colour",
         )
+        if split == "val" and config.val_order == "shuffled":
+            order = val_order(len(y), split_seed=config.split_seed)
+            x, y = x[order], y[order]
         norm = {"mean": like.mean, "std": like.std} if like is not None else {}
         return DeviceSplit(x, y, channels=trial.channels, device=device, channels_last=config.channels_last, **norm)
+
+
+def val_order(n: int, *, split_seed: int) -> np.ndarray:
+    """The validation split's shuffled order (val_order="shuffled"): a stratified split drawn the usual way (e.g.
+    scikit-learn's shuffled train_test_split) is in random order, the same for every trial of a split seed."""
+    return np.random.default_rng([split_seed, n]).permutation(n)
 
 
 def fit_halving_on_oom(

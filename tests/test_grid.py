@@ -60,7 +60,7 @@ def test_sweep_options_override_grid_options_and_seeds_multiply():
         (sweep(pretrained="yes"), "pretrained must be True or False"),
         ({**sweep(), "options": {"epochs": 3}}, "unknown training option(s) ['epochs']"),
         ({**sweep(), "options": {"max_epochs": "3"}}, "max_epochs must be of type int"),
-        ({**sweep(), "options": {"precision": "fp16"}}, "precision must be one of fp32, tf32, bf16"),
+        ({**sweep(), "options": {"precision": "fp16"}}, "precision must be one of tf32, fp32, bf16"),
         ({**sweep(models=["vit_b_16"]), "options": {"image_size": 100}}, "not divisible by the patch size 16"),
         ({**sweep(), "seeds": [0.5]}, "seeds must be a non-empty list of int"),
         ({**sweep(), "tiers": {"tiny": 5}}, "tier 'tiny' needs a size of at least 10"),

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import losses, make_trainer, recorded
 
-from raybench import loop
+from raybench import catalog, loop, spec
 from raybench import trial as lifecycle
 
 
@@ -210,3 +210,32 @@ def test_an_augmented_trial_repeats_exactly_and_a_resumed_one_too(tmp_path):
     other = make_trainer(**options, seed=1)
     loop.fit(other)
     assert losses(other) != losses(whole)
+
+
+def _inf_validation_in_epoch(trainer, bad_epoch: int):
+    """Make the validation loss of epoch `bad_epoch` infinite while the weights stay finite."""
+    eval_step = trainer.eval_step
+
+    def step(model, x, y, precision):
+        losses, logits = eval_step(model, x, y, precision)
+        return (losses + float("inf") if len(trainer.history) + 1 == bad_epoch else losses), logits
+
+    trainer.eval_step = step
+
+
+def test_a_non_finite_loss_with_finite_weights_trains_on_as_the_thesis_and_is_flagged():
+    trainer = make_trainer(max_epochs=5, es_patience=50)
+    _inf_validation_in_epoch(trainer, 2)
+    loop.fit(trainer)
+    assert len(trainer.history) == 5 and trainer.weights_finite  # not stopped at epoch 2
+    assert math.isinf(trainer.history[1]["val_loss"]) and not trainer.history[1]["improved"]
+    assert trainer.diverged.startswith("the val loss is not finite (inf) in epoch 2")
+    old = make_trainer(max_epochs=5, es_patience=50, nonfinite_stop="loss")
+    _inf_validation_in_epoch(old, 2)
+    loop.fit(old)
+    assert len(old.history) == 2  # the earlier behaviour, as an option
+
+
+def test_the_thesis_precision_is_tf32():
+    assert spec.TrainConfig().precision == "tf32" == catalog.LOOP_DEFAULTS["precision"]
+    assert loop.PRECISIONS["tf32"] == (True, True, False)  # TF32 convolutions and matrix products (PyTorch 1.11)

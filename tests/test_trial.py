@@ -109,7 +109,7 @@ def test_a_loss_that_is_not_finite_ends_the_trial_and_says_so(tmp_path, embedded
 def test_a_trial_with_every_option_at_its_default_gives_the_numbers_it_gave_before_them(tmp_path, embedded):
     # recorded with the code before these options existed (same machine: equal to the last bit; elsewhere fp32
     # summation order may move the last digits)
-    config = spec.TrainConfig(image_size=SIZE, max_epochs=4, es_start=1, es_patience=2, device="cpu")
+    config = spec.TrainConfig(image_size=SIZE, max_epochs=4, es_start=1, es_patience=2, val_order="class", device="cpu")
     result = lifecycle.train_trial(spec.Trial("lenet5", "tiny", config=config), lifecycle.TrialData(embedded, tmp_path))
     before = [
         (2.013232707977295, 2.009427309036255, 0.1, False),
@@ -171,3 +171,19 @@ def test_a_trial_with_several_options_at_once(tmp_path, embedded):
     assert result.epochs[0]["lr"] == pytest.approx(0.05)
     val = [e["val_loss"] for e in result.epochs]
     assert row["tested_epoch"] == val.index(min(val)) + 1 and row["tested_val_loss"] == min(val)
+
+
+def test_the_validation_split_is_shuffled_by_the_split_seed_and_class_order_is_an_option(embedded, tmp_path):
+    data = lifecycle.TrialData(embedded, tmp_path)
+
+    def labels(**options):
+        trial = spec.Trial("lenet5", "tiny", config=spec.TrainConfig(image_size=SIZE, device="cpu", **options))
+        return data.split(trial, "val", device=torch.device("cpu")).y.tolist()
+
+    in_class_order = labels(val_order="class")
+    assert in_class_order == sorted(in_class_order)  # the manifest's order: class by class
+    shuffled = labels()
+    assert sorted(shuffled) == in_class_order and shuffled != in_class_order
+    assert labels() == shuffled  # the same for every trial of the split seed
+    # the thesis's loss at batch 64 over 76 images: the short last batch of 12 is no longer one or two classes
+    assert len(set(shuffled[64:])) > 2 and len(set(in_class_order[64:])) <= 2

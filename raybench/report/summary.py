@@ -14,6 +14,8 @@ from raybench.report.comparison import groups
 # trials.parquet columns and loop options (its `options`, JSON) whose thesis values are fixed (§4.3-4.4)
 SETUP_COLUMNS = ("image_size", "max_epochs", "precision")
 LOOP_OPTIONS = ("lr", "es_start", "es_patience", "es_min_delta")
+# options that change numbers, with (the default, the behaviour of results recorded before the option existed)
+BEHAVIOUR_OPTIONS = {"val_order": ("shuffled", "class"), "nonfinite_stop": ("weights", "loss")}
 
 
 def _plain(value) -> str:
@@ -36,6 +38,10 @@ def settings_notes(comparison: pd.DataFrame) -> list[str]:
         values = sorted({o[key] for o in options if key in o})
         if values and values != [expected]:
             notes.append(f"{key} {', '.join(map(str, values))} (thesis: {expected})")
+    for key, (default, before) in BEHAVIOUR_OPTIONS.items():  # results written before an option existed: `before`
+        values = sorted({str(o.get(key, before)) for o in options})
+        if values and values != [default]:
+            notes.append(f"{key} {', '.join(values)} (default: {default})")
     for tier, sizes in catalog.TIER_SPLITS.items():
         n = pd.to_numeric(ran[ran.tier == tier].n_train, errors="coerce").dropna()
         if len(n) and int(n.iloc[0]) != sizes[0]:
@@ -133,7 +139,9 @@ METHOD_NOTES = (
     "were predicted (a class never predicted scores 0); mAP@N is the mean over the 8 classes. Computed from the "
     "logits in predictions.parquet; ties keep test-set order.",
     "Collapsed = the tested model predicts at most 2 of the 8 classes on the test set; diverged = the training or "
-    "validation loss stopped being finite, which ends a trial (its last improvement, if any, is tested).",
+    "validation loss stopped being finite in some epoch: such an epoch never improves, and training goes on as in "
+    "the thesis's loop until the weights themselves are not finite (nonfinite_stop=loss: at once); its last "
+    "improvement, if any, is tested.",
     "Validation-loss axes are linear and cut above spikes (values beyond Q3 + 3 IQR of the drawn ones, when they "
     "would squash the rest into less than half the height): cut-off epochs are triangles on the top edge with "
     "their values written. Linear, not log, because early stopping asks for an absolute drop of 0.1 (§4.4).",
