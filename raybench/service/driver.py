@@ -226,6 +226,15 @@ def run_grid(setup: Setup, prepared: pbc.Prepared, options: RunOptions) -> int:
         )
         return 2
     results.write_manifest(out, prepared.manifest)
+    uri = mirror_uri(options.storage, name)
+    if options.resume and uri is not None:  # the local folder may be gone: the copy in storage holds its trials
+        try:
+            restored = results.restore_from_mirror(out, uri)
+        except Exception as error:
+            print(f"python -m raybench.run: error: cannot read the results in {uri}: {error}", file=sys.stderr)
+            return 2
+        if restored:
+            print(f"restored {len(restored)} finished trial(s) from {uri}: {', '.join(restored)}", flush=True)
     # trials checkpoint often (--checkpoint-every), so Ray snapshots often; that is intended here, not a warning
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Ray's own output (the workers' logs, its banner) stays in its log files unless --verbose
