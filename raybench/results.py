@@ -8,6 +8,7 @@ so a killed process loses nothing that finished and a reader never sees half a f
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -168,6 +169,11 @@ def to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
         raise ValueError(f"columns {extra} are not in the schema ({', '.join(schema.names)})")
     columns = {name: [row.get(name) for row in rows] for name in schema.names}
     return pa.table(columns, schema=schema).replace_schema_metadata(CLASS_METADATA)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """An OSError of a full disk (pyarrow's carry the message, not always the errno)."""
+    return isinstance(error, OSError) and (error.errno == errno.ENOSPC or "No space left" in str(error))
 
 
 def write_table(table: pa.Table, path: Path) -> None:
