@@ -8,6 +8,7 @@ so a killed process loses nothing that finished and a reader never sees half a f
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -170,6 +171,11 @@ def to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
     return pa.table(columns, schema=schema).replace_schema_metadata(CLASS_METADATA)
 
 
+def is_disk_full(error: BaseException) -> bool:
+    """An OSError of a full disk (pyarrow's carry the message, not always the errno)."""
+    return isinstance(error, OSError) and (error.errno == errno.ENOSPC or "No space left" in str(error))
+
+
 def write_table(table: pa.Table, path: Path) -> None:
     """Write a Parquet file atomically: to a temporary name, then rename over the target."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -261,16 +267,66 @@ def write_results(out: str | Path, trial_results: list[TrialResult], *, manifest
     consolidate(out, manifest=manifest)
 
 
-def mirror(out: str | Path, uri: str) -> None:
-    """Copy the consolidated result files to `uri`: a path, or any pyarrow filesystem URI (s3://bucket/prefix)."""
+def _mirror_filesystem(uri: str):
     from pyarrow import fs
 
-    filesystem, base = fs.FileSystem.from_uri(uri if "://" in uri else str(Path(uri).resolve()))
+    return fs.FileSystem.from_uri(uri if "://" in uri else str(Path(uri).resolve()))
+
+
+def read_mirror(uri: str, name: str) -> pa.Table | None:
+    """A result file of the copy at `uri` (as `mirror` wrote it), None when there is none."""
+    from pyarrow import fs
+
+    filesystem, base = _mirror_filesystem(uri)
+    path = f"{base}/{name}.parquet"
+    if filesystem.get_file_info(path).type != fs.FileType.File:
+        return None
+    return pq.read_table(path, filesystem=filesystem)
+
+
+def mirror(out: str | Path, uri: str) -> None:
+    """Copy the consolidated result files to `uri`: a path, or any pyarrow filesystem URI (s3://bucket/prefix).
+
+    Refused when the copy there holds trials the local folder lacks: a smaller table never replaces a larger one.
+    """
+    from pyarrow import fs
+
+    filesystem, base = _mirror_filesystem(uri)
+    there = read_mirror(uri, "trials")
+    local = Path(out) / "trials.parquet"
+    if there is not None and there.num_rows:
+        here = set(pq.read_table(local, columns=["trial_id"])["trial_id"].to_pylist()) if local.is_file() else set()
+        lost = sorted(set(there["trial_id"].to_pylist()) - here)
+        if lost:
+            raise ValueError(
+                f"{uri} holds {len(lost)} trial(s) {out} lacks ({', '.join(lost[:5])}); not replacing it with fewer: "
+                f"--resume with this --storage restores them"
+            )
     filesystem.create_dir(base, recursive=True)
     for name in ("trials", "epochs", "predictions", "manifest", "plan"):
         source = Path(out) / f"{name}.parquet"
         if source.exists():
             fs.copy_files(str(source), f"{base}/{name}.parquet", destination_filesystem=filesystem)
+
+
+def restore_from_mirror(out: str | Path, uri: str) -> list[str]:
+    """Write part files for every trial the copy at `uri` holds and `out` lacks (a lost local folder); their ids."""
+    there = {name: read_mirror(uri, name) for name in FILES}
+    if there["trials"] is None:
+        return []
+    have = finished_trials(out)
+    restored = []
+    for row in there["trials"].to_pylist():
+        trial_id = row["trial_id"]
+        if trial_id in have and not (have[trial_id] == "failed" and row["status"] == "ok"):
+            continue
+        rows = {}
+        for name in ("epochs", "predictions"):
+            table = there[name]
+            rows[name] = [] if table is None else [r for r in table.to_pylist() if r["trial_id"] == trial_id]
+        write_trial(out, TrialResult(trial=row, epochs=rows["epochs"], predictions=rows["predictions"]))
+        restored.append(trial_id)
+    return restored
 
 
 def read_table(out: str | Path, name: str) -> tuple[pd.DataFrame, dict[bytes, bytes]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -10,6 +11,25 @@ from raybench import catalog, results, spec
 from raybench import data as pbc
 from raybench.loop import Trainer
 from raybench.trial import TrialData, default_cache_dir, train_trial
+
+
+def check_out(out: Path, trial: spec.Trial) -> None:
+    """Refuse, before training, an --out that cannot take the trial or would lose results already there."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder")
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: {existing} is not writable; choose another folder")
+    if (out / "plan.parquet").is_file():  # a grid run's folder: its manifest and rows are the run's own
+        raise ValueError(f"--out {out} is the results folder of a grid run (python -m raybench.run); choose another")
+    if results.finished_trials(out).get(trial.trial_id):
+        trials, _ = results.read_table(out, "trials")
+        before = trials[trials.trial_id == trial.trial_id]
+        if "options" in before and (before.options != trial.columns()["options"]).any():
+            raise ValueError(
+                f"--out {out} already holds trial {trial.trial_id} trained with other options; "
+                "choose another --out, or train it with the same --set"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = spec.make_config(spec.parse_overrides(args.set))
         trial = spec.Trial(args.model, args.tier, pretrained=args.pretrained, seed=args.seed, config=config)
+        check_out(Path(args.out), trial)
         prepared = pbc.prepare(
             args.data,
             seed=config.split_seed,

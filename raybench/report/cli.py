@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import time
 from pathlib import Path
@@ -20,10 +21,14 @@ def _csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns=[c for c in ("trial_ids",) if c in frame.columns])
 
 
+MARKER = ".raybench-report"  # written by write_report alone: a report.md anyone could have written is no proof
+OWN_FILES = ("report.md", "report.html", "figures", "tables", MARKER)  # all a new report replaces
+
+
 def check_out(out: Path) -> None:
-    """Refuse to replace a folder that is not an earlier report (writing replaces the whole folder)."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "report.md").is_file())):
-        raise ValueError(f"{out} exists and is not a raybench report folder (no report.md); choose another --out")
+    """Refuse to write into a folder that is neither empty nor an earlier report (its marker file)."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).is_file())):
+        raise ValueError(f"{out} exists and is not a raybench report folder (no {MARKER} in it); choose another --out")
 
 
 def write_report(report: Report, out: str | Path, *, dpi: int = 110) -> Path:
@@ -42,8 +47,16 @@ def write_report(report: Report, out: str | Path, *, dpi: int = 110) -> Path:
             _csv_frame(plot.data).to_csv(tmp / "tables" / f"{plot.key}.csv", index=False)
     (tmp / "report.md").write_text(render_markdown(report))
     (tmp / "report.html").write_text(render_html(report))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    (tmp / MARKER).write_text("a folder python -m raybench.report wrote; it replaces only its own files here\n")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OWN_FILES:  # only the report's own files: anything else the user keeps here stays
+        old = out / name
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        elif old.exists() or old.is_symlink():
+            old.unlink()
+        os.replace(tmp / name, old)
+    tmp.rmdir()
     return out
 
 

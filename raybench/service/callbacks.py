@@ -71,7 +71,18 @@ class ResultsCallback(tune.Callback):
             self.mirror_error = message
 
     def save(self, result: results.TrialResult) -> None:
-        results.write_results(self.out, [result])
+        try:
+            results.write_results(self.out, [result])
+        except OSError as error:
+            if not results.is_disk_full(error):
+                raise
+            print(
+                f"raybench: no space left in {self.out} to save trial {result.trial['trial_id']}: free space and "
+                "--resume (its rows are kept in its final checkpoint)",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
         self.copy()
 
     @never_raises

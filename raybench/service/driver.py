@@ -226,7 +226,27 @@ def run_grid(setup: Setup, prepared: pbc.Prepared, options: RunOptions) -> int:
             file=sys.stderr,
         )
         return 2
-    results.write_manifest(out, prepared.manifest)
+    try:
+        results.write_manifest(out, prepared.manifest)
+    except OSError as error:
+        if not results.is_disk_full(error):
+            raise
+        print(f"python -m raybench.run: error: no space left in {out}: free space and --resume", file=sys.stderr)
+        return 2
+    uri = mirror_uri(options.storage, name)
+    if options.resume and uri is not None:  # the local folder may be gone: the copy in storage holds its trials
+        try:
+            restored = results.restore_from_mirror(out, uri)
+        except Exception as error:
+            print(f"python -m raybench.run: error: cannot read the results in {uri}: {error}", file=sys.stderr)
+            return 2
+        if restored:
+            print(f"restored {len(restored)} finished trial(s) from {uri}: {', '.join(restored)}", flush=True)
+    if options.resume:
+        experiment = Path(options.storage or out / "ray") / name
+        recovered = recover_from_checkpoints(experiment, out, [t.trial_id for t in setup.grid.trials])
+        if recovered:
+            print(f"recovered {len(recovered)} finished trial(s) from their final checkpoints: {', '.join(recovered)}")
     run_info = provenance.describe(argv=sys.argv, grid_file=setup.grid_file)
     provenance.record(out, run_info)
     # trials checkpoint often (--checkpoint-every), so Ray snapshots often; that is intended here, not a warning
@@ -271,13 +291,37 @@ def run_grid(setup: Setup, prepared: pbc.Prepared, options: RunOptions) -> int:
         if sharing.mps is not None:
             mps.stop(sharing.mps)
     provenance.finish(out, run_info)
-    results.consolidate(out, manifest=prepared.manifest)
+    try:
+        results.consolidate(out, manifest=prepared.manifest)
+    except OSError as error:
+        if not results.is_disk_full(error):
+            raise
+        print(f"python -m raybench.run: error: no space left in {out}: free space and --resume", file=sys.stderr)
+        return 1
     copied = copy_results(out, mirror_uri(options.storage, name))
     trials = pd.read_parquet(out / "trials.parquet")
     print(f"\n{len(trials)} trials in {time.time() - started:.0f}s -> {out}")
     columns = ["model", "tier", "pretrained", "variant", "seed", *(c for c in results.SUMMARY_COLUMNS if c != "error")]
     print_table(trials[columns])
     return 0 if (trials.status == "ok").all() and copied else 1
+
+
+def recover_from_checkpoints(experiment: Path, out: Path, trial_ids: list[str]) -> list[str]:
+    """Write the rows of every trial that finished (its final checkpoint holds them) but has no ok rows in `out`
+    (a full disk or a lost folder when it ended); their ids. Only a local or mounted --storage is read."""
+    if "://" in str(experiment) or not experiment.is_dir():
+        return []
+    done, recovered = results.finished_trials(out), []
+    for trial_id in trial_ids:
+        if done.get(trial_id) == "ok":
+            continue
+        for checkpoint in sorted((experiment / trial_id).glob("checkpoint_*"), reverse=True):
+            result = results.read_trial(checkpoint / trainable.RESULT_DIR)
+            if result is not None and result.trial["trial_id"] == trial_id:
+                results.write_trial(out, result)
+                recovered.append(trial_id)
+                break
+    return recovered
 
 
 def copy_results(out: Path, uri: str | None) -> bool:
