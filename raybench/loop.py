@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from raybench.batches import Augmentation, DeviceSplit
+from raybench.compiled import CompiledStep, Compiler, reset_compiler, torch_compiler
 from raybench.spec import TrainConfig
 from raybench.stopping import EarlyStopping
 
@@ -90,7 +91,8 @@ def train_one_epoch(
     total, count = None, 0
     for x, y in batches:
         loss = step(model, optimizer, x, y, precision)
-        total = loss if total is None else total + loss
+        # a CUDA graph's replay reuses its output's memory: what is kept past the next step is a copy
+        total = loss.clone() if total is None else total + loss
         count += 1
     return float(total) / count  # one host synchronisation per epoch
 
@@ -117,11 +119,11 @@ def evaluate(
     losses, outputs, correct = [], [], None
     for x, y in batches:
         per_image, logits = step(model, x, y, precision)
-        losses.append(per_image)
+        losses.append(per_image.clone())  # copies: a CUDA graph's next replay overwrites its outputs
         hits = (logits.argmax(1) == y).sum()
         correct = hits if correct is None else correct + hits
         if keep_scores or keep_logits:
-            outputs.append(logits if keep_logits else torch.softmax(logits, 1))
+            outputs.append(logits.clone() if keep_logits else torch.softmax(logits, 1))
     losses = torch.cat(losses)
     if loss_batch_size:
         means = torch.stack([chunk.mean() for chunk in losses.split(loss_batch_size)])
@@ -182,13 +184,18 @@ class Trainer:
         seed: int,
         batch_size: int,
         base_batch_size: int | None = None,
+        step: str | None = None,
+        compiler: Compiler | None = None,
     ) -> None:
         self.model, self.train, self.val, self.config = model, train, val, config
         self.batch_size = batch_size
         cuda = self.device.type == "cuda"
         # evaluation batches do not change the numbers (see evaluate): on a GPU, larger ones take fewer launches
         self.eval_batch_size = config.eval_batch_size or (min(4 * batch_size, 256) if cuda else batch_size)
-        self.compiled = config.step == "compiled" or (config.step == "auto" and cuda)
+        # "auto" is eager everywhere: eager steps are what has run the thesis's trials on a GPU; compiled ones
+        # only where asked (`step` overrides the config's, as the out-of-memory retry does)
+        self.compiled = (step or config.step) == "compiled"
+        self.step_note = ""  # why the steps that ran are not the ones asked for, for the trial's row
         # §4.3: plain SGD (config.optimizer); ReduceLROnPlateau with PyTorch's defaults (factor 0.1, patience 10,
         # threshold 1e-4: config.plateau_*). Compiled, the rate is a tensor, so that the plateau schedule lowering
         # it needs no new graph.
@@ -198,10 +205,13 @@ class Trainer:
         lr = torch.tensor(lr, dtype=torch.float64, device=self.device) if self.compiled else lr
         self.optimizer = build_optimizer(config.optimizer, model.parameters(), lr=lr)
         self.train_step, self.eval_step = train_step, eval_step
-        if self.compiled:  # on CUDA, "reduce-overhead" replays CUDA graphs: the CPU no longer paces small steps
-            mode = "reduce-overhead" if cuda else "default"
-            self.train_step = torch.compile(train_step, mode=mode, dynamic=False)
-            self.eval_step = torch.compile(eval_step, mode=mode, dynamic=False)
+        if self.compiled:
+            reset_compiler(compile_threads=torch.get_num_threads())
+            compiler = compiler or torch_compiler(self.device)
+            self.train_step = CompiledStep(train_step, batch_size=batch_size, compiler=compiler, name="training step")
+            self.eval_step = CompiledStep(
+                eval_step, batch_size=self.eval_batch_size, compiler=compiler, name="evaluation step"
+            )
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer,
             factor=config.plateau_factor,
@@ -219,6 +229,23 @@ class Trainer:
     @property
     def device(self) -> torch.device:
         return self.train.y.device
+
+    @property
+    def step_ran(self) -> str:
+        """The steps that actually ran: "compiled" (where asked and nothing fell back) or "eager"."""
+        steps = (self.train_step, self.eval_step)
+        return "compiled" if all(isinstance(s, CompiledStep) and s.failure is None for s in steps) else "eager"
+
+    @property
+    def step_failure(self) -> str:
+        """Why a compiled step fell back to eager, or why the trial trains eager although compiled was asked."""
+        failures = [f"{s.name}: {s.failure}" for s in (self.train_step, self.eval_step) if getattr(s, "failure", None)]
+        return "; ".join([self.step_note, *failures] if self.step_note else failures)
+
+    @property
+    def compile_seconds(self) -> float:
+        """Seconds the compiling calls of this trainer's steps took (0 for eager steps)."""
+        return sum(getattr(s, "compile_seconds", 0.0) for s in (self.train_step, self.eval_step))
 
     @property
     def epoch(self) -> int:
@@ -252,7 +279,7 @@ class Trainer:
 
     def run_epoch(self) -> dict:
         """Train and validate one epoch; returns its row of `epochs.parquet` (without trial_id)."""
-        started = time.perf_counter()
+        started, compiling = time.perf_counter(), self.compile_seconds
         lr = float(self.optimizer.param_groups[0]["lr"])
         order = torch.randperm(len(self.train), generator=self.order_rng).to(self.device)
         precision = self.config.precision
@@ -276,8 +303,10 @@ class Trainer:
             "val_accuracy": val_accuracy,
             "lr": lr,
             "improved": improved,
-            "epoch_seconds": time.perf_counter() - started,
         }
+        # compiling is counted apart: the epoch's seconds are its steps', comparable with an eager trial's
+        row["compile_seconds"] = self.compile_seconds - compiling
+        row["epoch_seconds"] = time.perf_counter() - started - row["compile_seconds"]
         self.history.append(row)
         return row
 
@@ -309,6 +338,9 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.compiled:  # loading replaced the device rate with the checkpoint's (on the CPU): a device one again
+            for group in self.optimizer.param_groups:
+                group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float64, device=self.device)
         self.scheduler.load_state_dict(state["scheduler"])
         self.stopper.load_state_dict(state["stopper"])
         self.order_rng.set_state(state["order_rng"])

@@ -3,8 +3,8 @@
 Without it, processes on one GPU take turns (time slicing): four small trials packed on an H200 ran at 0.91x
 the throughput of the same trials one after another (benchmarks/gpu.py). So raybench packs trials onto a GPU
 only where an MPS daemon serves it: `ensure` joins the node's running daemon or starts one, and says why not
-when it cannot (no NVIDIA driver tools, no permission). Torch-free and Ray-free; the cluster files start the
-daemon on every GPU node the same way (`nvidia-cuda-mps-control -d`).
+when it cannot (no NVIDIA driver tools, no permission, a server that serves no CUDA client). Torch-free and
+Ray-free; the cluster files start the daemon on every GPU node the same way (`nvidia-cuda-mps-control -d`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import dataclasses
 import os
 import shutil
 import subprocess
+import sys
 import time
+import typing
 from pathlib import Path
 
 CONTROL = "nvidia-cuda-mps-control"
@@ -38,10 +40,49 @@ def running() -> bool:
     return (pipe_directory() / "control").exists()
 
 
-def ensure(*, wait_s: float = 10.0) -> Mps:
-    """Join the node's MPS daemon, or start one; never raises (a node without MPS runs trials on whole GPUs)."""
+# A CUDA client: the MPS server starts at the first one, so only a client that got a context proves MPS works
+CUDA_CLIENT = ("import torch; x = torch.ones(1, device='cuda'); torch.cuda.synchronize(); print(float(x.sum()))",)
+CLIENT_TIMEOUT_S = 60.0
+
+
+def client_starts(command: typing.Sequence[str], *, timeout_s: float) -> str:
+    """ "" when `command` (a CUDA client) exits 0 within `timeout_s`, else why not."""
+    try:
+        proc = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return f"a CUDA client did not start within {timeout_s:.0f}s"
+    except OSError as error:
+        return f"a CUDA client could not run: {error}"
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or [""])[-1][-300:]
+        return f"a CUDA client failed (exit {proc.returncode}): {tail}"
+    return ""
+
+
+def ensure(
+    *, wait_s: float = 10.0, client: typing.Sequence[str] | None = None, client_timeout_s: float = CLIENT_TIMEOUT_S
+) -> Mps:
+    """Join the node's MPS daemon, or start one, and count it active only once a real CUDA client ran under it
+    (`client`: a command; by default this Python creating a CUDA context); never raises (a node without MPS
+    runs trials on whole GPUs). A daemon started here whose client fails is stopped again."""
+    client = list(client or (sys.executable, "-c", *CUDA_CLIENT))
     if running():
+        failed = client_starts(client, timeout_s=client_timeout_s)
+        if failed:
+            return Mps(active=False, reason=f"the MPS daemon at {pipe_directory()} serves no client ({failed})")
         return Mps(active=True, reason=f"joined the MPS daemon at {pipe_directory()}")
+    started = _start(wait_s)
+    if not started.active:
+        return started
+    failed = client_starts(client, timeout_s=client_timeout_s)
+    if failed:
+        stop(started)
+        return Mps(active=False, reason=f"started an MPS daemon, but {failed}: stopped it again")
+    return started
+
+
+def _start(wait_s: float) -> Mps:
+    """Start an MPS control daemon and wait for its control pipe."""
     control = shutil.which(CONTROL)
     if control is None:
         return Mps(active=False, reason=f"{CONTROL} is not installed (it comes with the NVIDIA driver)")

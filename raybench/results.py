@@ -41,11 +41,15 @@ TRIALS_SCHEMA = pa.schema(
         ("channels_last", pa.bool_()),
         ("device", pa.string()),
         ("node", pa.string()),
-        ("step", pa.string()),  # "compiled" (torch.compile; CUDA graphs on a GPU) or "eager"
+        ("step", pa.string()),  # the steps that ran: "compiled" (torch.compile; CUDA graphs on a GPU) or "eager"
+        ("step_fallback", pa.string()),  # why they ran eager although compiled was asked; "" when they did not
+        ("compile_seconds", pa.float64()),  # the compiling calls' seconds, not in train_seconds (0 for eager)
         ("gpu_fraction", pa.float64()),  # the share of a GPU Ray gave the trial (0 on the CPU)
         ("gpu_sharing", pa.string()),  # "mps": packed with others under MPS; "time-sliced": packed without; "" alone
         ("estimated_gpu_memory_gb", pa.float64()),  # the resource rule's estimate (resources.py)
         ("peak_gpu_memory_gb", pa.float64()),  # torch.cuda.max_memory_allocated of the attempt that finished
+        # max_memory_reserved: what the caching allocator (and CUDA graph pools) held, what the GPU must have
+        ("peak_gpu_reserved_gb", pa.float64()),
         ("parameters", pa.int64()),
         ("trainable_parameters", pa.int64()),
         ("batch_size", pa.int64()),
@@ -81,7 +85,8 @@ EPOCHS_SCHEMA = pa.schema(
         ("val_accuracy", pa.float64()),
         ("lr", pa.float64()),
         ("improved", pa.bool_()),
-        ("epoch_seconds", pa.float64()),
+        ("epoch_seconds", pa.float64()),  # the epoch's steps, without compiling (compile_seconds)
+        ("compile_seconds", pa.float64()),
         ("node", pa.string()),
     ]
 )

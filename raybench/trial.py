@@ -17,6 +17,7 @@ import torch
 from raybench import catalog, metrics, models, resources, results
 from raybench import data as pbc
 from raybench.batches import DeviceSplit, channel_statistics
+from raybench.compiled import is_out_of_memory
 from raybench.loop import Trainer, evaluate, fit, resolve_device, seed_everything, set_precision
 from raybench.spec import Trial
 
@@ -57,7 +58,7 @@ def val_order(n: int, *, split_seed: int) -> np.ndarray:
 
 
 def fit_halving_on_oom(
-    build: typing.Callable[[int], Trainer],
+    build: typing.Callable[..., Trainer],
     *,
     batch_size: int,
     state: dict | None = None,
@@ -68,12 +69,17 @@ def fit_halving_on_oom(
     """`fit` a trainer from `build(batch_size)`, restored from `state` if given; on CUDA out-of-memory,
     halve the batch size and start again from scratch, down to `min_batch_size`.
 
-    The thesis did this by hand for the models that did not fit its 10 GB card. `on_epoch_end` also gets
-    the epoch this attempt started from.
+    The thesis did this by hand for the models that did not fit its 10 GB card. Compiled steps out of memory are
+    first tried again eager at the same batch (`build(batch_size, step="eager")`): a CUDA graph's capture
+    cannot release cached blocks, so it can run out where eager steps fit. `on_epoch_end` also gets the epoch this
+    attempt started from.
     """
+    step, note = None, ""
     while True:
+        trainer = None
         try:
-            trainer = build(batch_size)
+            trainer = build(batch_size) if step is None else build(batch_size, step=step)
+            trainer.step_note = note
             if state is not None:
                 trainer.load_state_dict(state)
             start = trainer.epoch
@@ -84,11 +90,19 @@ def fit_halving_on_oom(
             return trainer
         except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
             # a crowded shared GPU can also fail with "CUDA error: out of memory" (context or cuBLAS handle)
-            if "out of memory" not in str(error) or batch_size // 2 < min_batch_size:
+            if not is_out_of_memory(error):
                 raise
-            print(f"{label}: CUDA out of memory, starting again with batch size {batch_size // 2}", flush=True)
-        batch_size, state, trainer = batch_size // 2, None, None
+            if trainer is not None and trainer.compiled:
+                step, note = "eager", f"CUDA out of memory under compiled steps at batch size {batch_size}"
+                print(f"{label}: {note}, starting again with eager steps", flush=True)
+            elif batch_size // 2 < min_batch_size:
+                raise
+            else:
+                print(f"{label}: CUDA out of memory, starting again with batch size {batch_size // 2}", flush=True)
+                batch_size = batch_size // 2
+        state, trainer = None, None
         gc.collect()  # the failed attempt's tensors are free only once its traceback is gone
+        torch._dynamo.reset()  # and its compiled graphs and CUDA graph pools once the compiler lets them go
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -99,8 +113,10 @@ def build_trainer(
     *,
     weights_file: str | Path | None = None,
     batch_size: int | None = None,
+    step: str | None = None,
 ) -> Trainer:
-    """Seed, build the model and put the trial's train and validation splits on the device."""
+    """Seed, build the model and put the trial's train and validation splits on the device (`step` overrides
+    the config's)."""
     config = trial.config
     device = resolve_device(config.device)
     if device.type == "cuda":
@@ -109,7 +125,7 @@ def build_trainer(
     if device.type == "cuda":  # the peak recorded in the results is this attempt's
         torch.cuda.reset_peak_memory_stats(device)
     set_precision(config.precision, device)
-    # compiled steps (step="compiled", or "auto" on CUDA) keep their kernels beside the image cache, so a model's
+    # compiled steps (step="compiled") keep their kernels beside the image cache, so a model's
     # later trials on this node (its other tiers, seeds) reuse them instead of compiling again
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(data.cache_dir / "inductor"))
     model = models.build_model(
@@ -135,6 +151,7 @@ def build_trainer(
         seed=trial.seed,
         batch_size=batch_size or trial.batch_size,
         base_batch_size=catalog.batch_size(trial.model, pretrained=trial.pretrained),  # the rate 0.1 is for (§6)
+        step=step,
     )
 
 
@@ -185,9 +202,12 @@ def test_trial(
         **trial.columns(),
         "architecture": catalog.configuration(trial.model).architecture,  # a grid's own model's too, for the report
         "device": describe_device(trainer.device),
-        "step": "compiled" if trainer.compiled else "eager",
+        "step": trainer.step_ran,
+        "step_fallback": trainer.step_failure,
+        "compile_seconds": trainer.compile_seconds,
         "estimated_gpu_memory_gb": resources.estimate_gpu_memory_gb(trial),
         "peak_gpu_memory_gb": torch.cuda.max_memory_allocated(trainer.device) / 1e9 if cuda else None,
+        "peak_gpu_reserved_gb": torch.cuda.max_memory_reserved(trainer.device) / 1e9 if cuda else None,
         "parameters": total,
         "trainable_parameters": trainable,
         "batch_size": trainer.batch_size,

@@ -207,7 +207,9 @@ def build_tuner(
     todo = [t for t in setup.grid.trials if t.trial_id not in done]
     tune_config = tune.TuneConfig(
         max_concurrent_trials=options.max_concurrent or None,
-        reuse_actors=True,
+        # on a GPU every trial gets a fresh process: a reused one keeps the last trial's CUDA context, allocator
+        # cache and compiled graphs; on the CPU reusing saves each trial's start (imports, Ray's actor)
+        reuse_actors=gpu_gb is None,
         trial_name_creator=lambda t: t.config["trial_id"],
         trial_dirname_creator=lambda t: t.config["trial_id"],
     )

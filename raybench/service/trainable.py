@@ -133,8 +133,13 @@ def tune_trial(
             f"(torch {torch.__version__}); fix the node's driver or CUDA build rather than train on its CPU"
         )
 
-    def build(batch_size: int) -> Trainer:
-        return build_trainer(trial, data, batch_size=batch_size)
+    def build(batch_size: int, step: str | None = None) -> Trainer:
+        return build_trainer(trial, data, batch_size=batch_size, step=step)
+
+    gpu_fraction = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))
+    if 0 < gpu_fraction < 1 and torch.cuda.is_available():
+        # a packed trial that outgrows its share fails itself (and halves its batch), not its neighbours
+        torch.cuda.set_per_process_memory_fraction(gpu_fraction)
 
     # Checkpointing the whole state every epoch would write 4.7 TB over the thesis grid (benchmarks/ray_overhead.py):
     # save at most every `checkpoint_every` seconds; a resumed trial repeats the epochs since (same seeds, same
@@ -158,7 +163,6 @@ def tune_trial(
         on_epoch_end=on_epoch_end,
         label=trial.trial_id,
     )
-    gpu_fraction = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))
     placement = Placement(node, gpu_fraction, sharing if gpu_fraction < 1 else "")
     result = test_trial(trainer, trial, data, placement=placement)
     _report({"done": True, **_summary(result)}, None, result=result)
