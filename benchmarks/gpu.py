@@ -139,7 +139,9 @@ def measure(name: str, *, pretrained: bool, precision: str, setting: Setting) ->
     eval_s = seconds(
         lambda: loop.evaluate(model, val.batches(batch), precision=precision, step=eval_step), device=device
     )
-    bare_s = seconds(lambda: bare_epoch(model, trainer.optimizer, timed, batch, precision=precision), device=device)
+    # the bare loop's own optimiser, with a float rate as a tutorial's: the trainer's may hold a device tensor
+    bare_optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
+    bare_s = seconds(lambda: bare_epoch(model, bare_optimizer, timed, batch, precision=precision), device=device)
     out = {
         "model": name,
         "pretrained": pretrained,
@@ -159,7 +161,7 @@ def measure(name: str, *, pretrained: bool, precision: str, setting: Setting) ->
             spec.Trial(name, "tiny", pretrained=pretrained, config=config)
         ),
     }
-    model = trainer = warm = timed = val = None  # free the GPU memory before the next configuration
+    model = trainer = warm = timed = val = bare_optimizer = None  # free the GPU memory before the next configuration
     return out
 
 

@@ -41,20 +41,6 @@ def test_without_gpu_sharing_every_gpu_trial_takes_a_whole_gpu():
     assert resources.trial_resources(trial("lenet5", device="cpu"), gpu_memory_gb=80, share_gpu=False)["gpu"] == 0.0
 
 
-def test_mps_is_joined_or_started_or_says_why_not(tmp_path, monkeypatch):
-    from raybench import mps
-
-    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path))
-    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no NVIDIA tools on this PATH
-    state = mps.ensure()
-    assert not state.active and "nvidia-cuda-mps-control is not installed" in state.reason
-    (tmp_path / "control").touch()  # a daemon's control pipe: a running daemon is joined, not started again
-    state = mps.ensure()
-    assert state.active and not state.started_here and "joined" in state.reason
-    mps.stop(state)  # not ours: left alone
-    assert (tmp_path / "control").exists()
-
-
 def test_colour_images_and_whole_network_fine_tuning_need_more():
     grey = resources.estimate_gpu_memory_gb(trial("resnet_50"))
     assert resources.estimate_gpu_memory_gb(trial("resnet_50", input="colour")) > grey

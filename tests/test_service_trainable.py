@@ -51,3 +51,13 @@ def test_tensorboards_hparams_show_only_the_options_the_grid_varies():
     assert varying_options(trials) == ["lr", "optimizer"]  # model and seed are identity columns, always shown
     trials.append(spec.Trial("lenet5", "small", config=spec.TrainConfig(image_size=32, batch_size=8)))
     assert varying_options(trials) == ["batch_size", "lr", "optimizer"]
+
+
+def test_an_oom_drill_raises_cudas_out_of_memory_once_at_the_trials_own_batch():
+    import torch
+
+    drill = trainable.FaultDrill.parse("oom:2")
+    drill.check(1, 0)  # not yet
+    with pytest.raises(torch.cuda.OutOfMemoryError, match="injected out of memory after epoch 2"):
+        drill.check(2, 0)
+    drill.check(2, 0, halved=True)  # the halved retry trains on

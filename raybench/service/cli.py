@@ -48,8 +48,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
         "--inject-failure",
         action="append",
         default=[],
-        metavar="REGEX=once:N|always:N",
-        help="fault drill: the trials whose name matches fail after epoch N, once (then resume) or on every retry",
+        metavar="REGEX=once:N|always:N|oom:N",
+        help="fault drill: the trials whose name matches fail after epoch N, once (then resume) or on every retry, "
+        "or run out of CUDA memory (then halve the batch)",
     )
     parser.add_argument(
         "--dry-run",

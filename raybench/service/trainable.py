@@ -72,7 +72,8 @@ class FaultDrill:
     """A failure raised on purpose after an epoch, to exercise the fault tolerance (`run --inject-failure`).
 
     "once:N" fails after epoch N unless the trial was resumed at or past it; "always:N" fails after every
-    epoch from N on, so every retry fails too.
+    epoch from N on, so every retry fails too; "oom:N" runs out of CUDA memory after epoch N at the trial's own
+    batch size (a real allocation larger than the GPU; on the CPU, the error CUDA raises), so the batch halves.
     """
 
     kind: str
@@ -81,15 +82,27 @@ class FaultDrill:
     @classmethod
     def parse(cls, text: str) -> FaultDrill:
         kind, _, at = text.partition(":")
-        if kind not in ("once", "always") or not at.isdigit():
-            raise ValueError(f"a fault drill is 'once:N' or 'always:N' (N an epoch), got {text!r}")
+        if kind not in ("once", "always", "oom") or not at.isdigit():
+            raise ValueError(f"a fault drill is 'once:N', 'always:N' or 'oom:N' (N an epoch), got {text!r}")
         return cls(kind, int(at))
 
-    def check(self, epoch: int, start_epoch: int) -> None:
+    def check(self, epoch: int, start_epoch: int, *, halved: bool = False) -> None:
+        if self.kind == "oom":
+            if epoch == self.epoch and not halved:
+                out_of_memory(f"injected out of memory after epoch {epoch} (oom:{self.epoch})")
+            return
         if (self.kind == "always" and epoch >= self.epoch) or (
             self.kind == "once" and epoch == self.epoch and start_epoch < self.epoch
         ):
             raise InjectedFailure(f"injected failure after epoch {epoch} ({self.kind}:{self.epoch})")
+
+
+def out_of_memory(reason: str) -> None:
+    """Raise CUDA's out-of-memory error: from the allocator itself on a GPU (twice its memory), else as CUDA would."""
+    if torch.cuda.is_available():
+        total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+        torch.empty(2 * total, dtype=torch.uint8, device="cuda")
+    raise torch.cuda.OutOfMemoryError(f"CUDA out of memory ({reason})")
 
 
 def tune_trial(
@@ -154,7 +167,7 @@ def tune_trial(
         if due:
             last_saved = time.monotonic()
         if drill is not None:
-            drill.check(row["epoch"], start_epoch)
+            drill.check(row["epoch"], start_epoch, halved=trainer.batch_size < trial.batch_size)
 
     trainer = fit_halving_on_oom(
         build,
