@@ -427,7 +427,7 @@ def run(*, workdir: Path, quick: bool, dry_run: bool, step: str = "eager") -> tu
     else:
         if not torch.cuda.is_available():
             raise RuntimeError("--gpu needs CUDA; use --gpu-dry-run to exercise the code on the CPU")
-        torch.backends.cudnn.benchmark = True  # as runner.build_trainer does on CUDA
+        torch.backends.cudnn.benchmark = True  # as trial.build_trainer does on CUDA
         setting = Setting(
             torch.device("cuda"),
             steps=5 if quick else 10,
