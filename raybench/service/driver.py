@@ -247,6 +247,10 @@ def run_grid(setup: Setup, prepared: pbc.Prepared, options: RunOptions) -> int:
     if options.resume:
         experiment = Path(options.storage or out / "ray") / name
         recovered = recover_from_checkpoints(experiment, out, [t.trial_id for t in setup.grid.trials])
+        repaired = repair_checkpoint_references(experiment)
+        if repaired:
+            newer = ", ".join(repaired)
+            print(f"{len(repaired)} trial(s) go on from their newest checkpoint, newer than Ray's record: {newer}")
         if recovered:
             print(f"recovered {len(recovered)} finished trial(s) from their final checkpoints: {', '.join(recovered)}")
     run_info = provenance.describe(argv=sys.argv, grid_file=setup.grid_file)
@@ -324,6 +328,31 @@ def recover_from_checkpoints(experiment: Path, out: Path, trial_ids: list[str]) 
                 recovered.append(trial_id)
                 break
     return recovered
+
+
+def repair_checkpoint_references(experiment: Path) -> list[str]:
+    """Point every trial of an interrupted run back at a checkpoint that exists; the ids of those repaired.
+
+    Ray keeps one checkpoint per trial (num_to_keep=1): it deletes the previous one as soon as it registers a
+    new one, and snapshots the experiment a step later. A driver killed in between leaves a snapshot naming the
+    deleted checkpoint, and Ray refuses to restore that trial. Its newest checkpoint (a later epoch) is moved
+    under the name the snapshot holds, so the trial goes on from there. Only a local or mounted --storage."""
+    if "://" in str(experiment) or not tune.Tuner.can_restore(str(experiment)):
+        return []
+    try:
+        trials = tune.ExperimentAnalysis(str(experiment)).trials
+    except Exception:  # a snapshot Ray cannot read: Ray's restore says so itself
+        return []
+    repaired = []
+    for trial in trials:
+        named = Path(trial.checkpoint.path) if trial.checkpoint is not None else None
+        if named is None or named.exists():
+            continue
+        newer = sorted(p for p in named.parent.glob("checkpoint_*") if p.name > named.name)
+        if newer:
+            newer[-1].rename(named)
+            repaired.append(trial.config.get("trial_id", trial.trial_id))
+    return repaired
 
 
 def copy_results(out: Path, uri: str | None) -> bool:
