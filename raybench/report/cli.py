@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import time
@@ -10,8 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from raybench.report import conclusions
+from raybench.report.conclusions import load_claims
 from raybench.report.document import Report, build_report
-from raybench.report.inputs import read_results, read_thesis, select
+from raybench.report.inputs import Results, read_results, read_thesis, select
 from raybench.report.rendering import render_html, render_markdown
 
 DESCRIPTION = "The thesis's chapter 5 redrawn from a run's Parquet results, beside the published numbers."
@@ -60,6 +63,19 @@ def write_report(report: Report, out: str | Path, *, dpi: int = 110) -> Path:
     return out
 
 
+def claim_files(results: Results, asked: list[str]) -> list[str]:
+    """The --claims files, then the run's grid file when it is unchanged since the run and declares CLAIMS."""
+    files = list(asked)
+    for run in results.runs[-1:]:
+        grid_file = Path(run["grid_file"]) if run.get("grid_file") else None
+        if grid_file is None or str(grid_file) in files or not grid_file.is_file():
+            continue
+        text = grid_file.read_bytes()
+        if hashlib.sha256(text).hexdigest() == run.get("grid_sha256") and b"CLAIMS" in text:
+            files.append(str(grid_file))
+    return files
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m raybench.report", description=DESCRIPTION)
     parser.add_argument("results", help="a results folder (results/<name>, or the --out of python -m raybench.train)")
@@ -72,17 +88,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tiers", nargs="+", default=[], metavar="TIER", help="only these tiers (e.g. tiny small)")
     parser.add_argument("--out", help="report folder (default: RESULTS/report)")
+    parser.add_argument(
+        "--claims",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a Python file declaring CLAIMS (raybench.report.conclusions.Claim) to test beside the thesis's; "
+        "the run's own grid file is read for CLAIMS without asking (repeatable)",
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     out = Path(args.out) if args.out else Path(args.results) / "report"
     try:
         results, thesis = select(read_results(args.results), read_thesis(), models=args.models, tiers=args.tiers)
         check_out(out)
+        claims = conclusions.CLAIMS + tuple(c for path in claim_files(results, args.claims) for c in load_claims(path))
     except ValueError as error:
         parser.error(str(error))
     chosen = (("models", args.models), ("tiers", args.tiers))
     filters = "; ".join(f"{name}: {' '.join(values)}" for name, values in chosen if values)
-    report = build_report(results, thesis, tiers=args.tiers, filters=f" (filtered to {filters})" if filters else "")
+    filters = f" (filtered to {filters})" if filters else ""
+    report = build_report(results, thesis, tiers=args.tiers, filters=filters, claims=claims)
     write_report(report, out)
     seconds = time.perf_counter() - started
     print(f"{len(report.tables)} tables, {len(report.plots)} figures in {seconds:.1f}s -> {out / 'report.md'}")

@@ -20,7 +20,7 @@ from raybench.report.comparison import (
     pretrained_ratios,
     trial_status,
 )
-from raybench.report.conclusions import conclusions_section
+from raybench.report.conclusions import CLAIMS, conclusions_section
 from raybench.report.effects import (
     effect_figure,
     effect_summary,
@@ -114,9 +114,12 @@ class Context:
     tiers: Sequence[str]
     filters: str
     redone: Sequence[str]
+    claims: tuple = CLAIMS  # the conclusions tested: the thesis's, and any a grid or --claims file adds
 
 
-def context(results: Results, thesis: Thesis, *, tiers: Sequence[str] = (), filters: str = "") -> Context:
+def context(
+    results: Results, thesis: Thesis, *, tiers: Sequence[str] = (), filters: str = "", claims: tuple = CLAIMS
+) -> Context:
     redone: list[str] = []
     if len(results.predictions):
         remapped, redone = maps_without_logits(results.trials, results.predictions, results.classes)
@@ -136,6 +139,7 @@ def context(results: Results, thesis: Thesis, *, tiers: Sequence[str] = (), filt
         tiers=tiers,
         filters=filters,
         redone=redone,
+        claims=claims,
     )
 
 
@@ -280,7 +284,8 @@ def _unstable(ctx: Context) -> list[Block]:
 
 
 def _conclusions(ctx: Context) -> list[Block]:
-    return conclusions_section(ctx.everything.trials, ctx.everything.predictions)
+    everything = ctx.everything
+    return conclusions_section(everything.trials, everything.predictions, ctx.claims, everything.classes)
 
 
 def _effects(ctx: Context) -> list[Block]:
@@ -312,9 +317,11 @@ SECTIONS: tuple[Section, ...] = (
 SECTIONS_WITHOUT_BASELINE: tuple[Section, ...] = (_no_baseline, _environment, _unstable, _effects, _all_trials, _method)
 
 
-def build_report(results: Results, thesis: Thesis, *, tiers: Sequence[str] = (), filters: str = "") -> Report:
+def build_report(
+    results: Results, thesis: Thesis, *, tiers: Sequence[str] = (), filters: str = "", claims: tuple = CLAIMS
+) -> Report:
     """The whole document: its sections in order, each a function of the same context."""
-    ctx = context(results, thesis, tiers=tiers, filters=filters)
+    ctx = context(results, thesis, tiers=tiers, filters=filters, claims=claims)
     sections = SECTIONS if len(ctx.trials) else SECTIONS_WITHOUT_BASELINE
     return Report(f"raybench report: {ctx.results.name}", [block for section in sections for block in section(ctx)])
 

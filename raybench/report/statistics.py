@@ -64,3 +64,46 @@ def seed_band(frame: pd.DataFrame, *, by: str, value: str) -> pd.DataFrame:
         ]
     )
     return stats.assign(low=stats["mean"] - half, high=stats["mean"] + half)[[by, "mean", "low", "high", "count"]]
+
+
+def _beta_fraction(a: float, b: float, x: float) -> float:
+    """The continued fraction of the regularised incomplete beta function (modified Lentz), for x < (a+1)/(a+b+2)."""
+    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1 + numerator * d
+            d = 1 / (d if abs(d) > tiny else tiny)
+            c = 1 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1) < 1e-14:
+            break
+    return h
+
+
+def incomplete_beta(a: float, b: float, x: float) -> float:
+    """The regularised incomplete beta function I_x(a, b)."""
+    if x <= 0 or x >= 1:
+        return 0.0 if x <= 0 else 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1) / (a + b + 2):
+        return front * _beta_fraction(a, b, x) / a
+    return 1 - front * _beta_fraction(b, a, 1 - x) / b
+
+
+def t_test(values, null: float = 0.0) -> float:
+    """Two-sided p-value of the one-sample Student t-test of mean(values) = null (NaN for fewer than two values)."""
+    x = np.asarray(pd.Series(values, dtype=float).dropna())
+    if len(x) < 2:
+        return math.nan
+    sd = float(x.std(ddof=1))
+    if sd == 0:
+        return 1.0 if x.mean() == null else 0.0
+    t = (float(x.mean()) - null) / (sd / math.sqrt(len(x)))
+    df = len(x) - 1
+    return incomplete_beta(df / 2, 0.5, df / (df + t * t))
