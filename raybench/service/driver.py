@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -336,13 +337,18 @@ def repair_checkpoint_references(experiment: Path) -> list[str]:
     Ray keeps one checkpoint per trial (num_to_keep=1): it deletes the previous one as soon as it registers a
     new one, and snapshots the experiment a step later. A driver killed in between leaves a snapshot naming the
     deleted checkpoint, and Ray refuses to restore that trial. Its newest checkpoint (a later epoch) is moved
-    under the name the snapshot holds, so the trial goes on from there. Only a local or mounted --storage."""
+    under the name the snapshot holds, so the trial goes on from there; any between them (never registered) go.
+    Only a local or mounted --storage."""
     if "://" in str(experiment) or not tune.Tuner.can_restore(str(experiment)):
         return []
+    quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level, quiet.level = quiet.level, logging.ERROR  # its warnings for trials that never reported
     try:
         trials = tune.ExperimentAnalysis(str(experiment)).trials
     except Exception:  # a snapshot Ray cannot read: Ray's restore says so itself
         return []
+    finally:
+        quiet.setLevel(level)
     repaired = []
     for trial in trials:
         named = Path(trial.checkpoint.path) if trial.checkpoint is not None else None
@@ -351,6 +357,8 @@ def repair_checkpoint_references(experiment: Path) -> list[str]:
         newer = sorted(p for p in named.parent.glob("checkpoint_*") if p.name > named.name)
         if newer:
             newer[-1].rename(named)
+            for unregistered in newer[:-1]:
+                shutil.rmtree(unregistered, ignore_errors=True)
             repaired.append(trial.config.get("trial_id", trial.trial_id))
     return repaired
 
