@@ -3,9 +3,10 @@ final checkpoint (the fault is injected at the write: no small real filesystem c
 
 import errno
 
+from conftest import finished_result as finished
+
 from raybench import results
 from raybench.service import callbacks, driver, trainable
-from tests.test_service_trainable import finished
 
 
 def disk_full(*args, **kwargs):
