@@ -9,7 +9,9 @@ is checked here, before Ray starts; service.driver is the run itself.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
+import shlex
 import sys
 from pathlib import Path
 
@@ -205,10 +207,17 @@ def check_same_data(out: Path, prepared: pbc.Prepared, *, resume: bool) -> None:
         )
 
 
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues the run `argv` started: the same arguments, with --resume."""
+    kept = [a for a in argv if a != "--dry-run"]
+    return shlex.join(["python", "-m", "raybench.run", *kept, *([] if "--resume" in kept else ["--resume"])])
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser, args = parse_args(argv)
     try:
-        setup = set_up(args)
+        setup = dataclasses.replace(set_up(args), resume_command=resume_command(argv))
         if args.dry_run:
             plan = dry_run_plan(setup, args)
             print_table(plan)

@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -41,6 +42,7 @@ class Setup:
     gpu_gb: float | None
     drills: dict[str, trainable.FaultDrill]
     grid_file: str | None = None  # for the run's provenance (run.json): its path and sha256
+    resume_command: str = ""  # the command line that continues this run (printed when trials are left unfinished)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,9 +292,13 @@ def run_grid(setup: Setup, prepared: pbc.Prepared, options: RunOptions) -> int:
         f"{len(plan)} trials; results -> {out}\ncurves: tensorboard --logdir {out / callbacks.TENSORBOARD_DIR}",
         flush=True,
     )
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the run as Ctrl-C does
     try:
         build_tuner(setup, prepared, options, plan=plan, gpu_gb=gpu_gb, sharing=sharing.label).fit()
+    except KeyboardInterrupt:  # a second Ctrl-C cut Tune's own stop short: what ended is saved, the rest resumes
+        print("interrupted", file=sys.stderr, flush=True)
     finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
         ray.shutdown()
         if sharing.mps is not None:
             mps.stop(sharing.mps)
@@ -309,7 +315,34 @@ def run_grid(setup: Setup, prepared: pbc.Prepared, options: RunOptions) -> int:
     print(f"\n{len(trials)} trials in {time.time() - started:.0f}s -> {out}")
     columns = ["model", "tier", "pretrained", "variant", "seed", *(c for c in results.SUMMARY_COLUMNS if c != "error")]
     print_table(trials[columns])
+    missing = unfinished_trials(out, list(plan.trial_id))
+    if missing:
+        say_unfinished(missing, setup.resume_command)
+        return UNFINISHED
     return 0 if (trials.status == "ok").all() and copied else 1
+
+
+UNFINISHED = 3  # the exit code of a run that left planned trials without rows (interrupted): --resume continues it
+
+
+def _interrupt(signum, frame) -> None:
+    os.kill(os.getpid(), signal.SIGINT)  # Tune's handler: stop, save the experiment's state, return from fit()
+
+
+def unfinished_trials(out: Path, planned: list[str]) -> list[str]:
+    """The planned trials without rows (ok or failed) in the results folder, in plan order."""
+    done = results.finished_trials(out)
+    return [trial_id for trial_id in planned if trial_id not in done]
+
+
+def say_unfinished(missing: list[str], resume_command: str) -> None:
+    shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+    print(
+        f"python -m raybench.run: the run is not finished: {len(missing)} planned trial(s) have no results "
+        f"({shown}); continue it with:\n  {resume_command or 'the same command and --resume'}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def recover_from_checkpoints(experiment: Path, out: Path, trial_ids: list[str]) -> list[str]:
