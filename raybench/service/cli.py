@@ -20,7 +20,7 @@ import pandas as pd
 from raybench import data as pbc
 from raybench import grid as grids
 from raybench import models, mps, resources, results, spec
-from raybench.service import driver, trainable
+from raybench.service import driver, lock, trainable
 from raybench.service.driver import Setup, plan_rows, print_table
 
 
@@ -216,6 +216,7 @@ def resume_command(argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser, args = parse_args(argv)
+    run_lock = None
     try:
         setup = dataclasses.replace(set_up(args), resume_command=resume_command(argv))
         if args.dry_run:
@@ -232,15 +233,21 @@ def main(argv: list[str] | None = None) -> int:
                 )
             print(f"{len(plan)} trials planned -> {setup.out / 'plan.parquet'}")
             return 0
+        run_lock = lock.acquire(setup.out)  # before anything is written there; held until the run returns
         check_resume(setup, resume=args.resume)
         for model in sorted({t.model for t in setup.grid.trials if t.pretrained}):
             models.imagenet_weights(model)  # fetched once here, into torchvision's cache, or a clear error now
         prepared = prepare_data(setup.grid, args.data)
         check_same_data(setup.out, prepared, resume=args.resume)
     except (ValueError, FileNotFoundError) as error:
+        if run_lock is not None:
+            run_lock.release()
         parser.error(str(error))
     print(prepared.report, flush=True)
-    return driver.run_grid(setup, prepared, driver.RunOptions.from_args(args))
+    try:
+        return driver.run_grid(setup, prepared, driver.RunOptions.from_args(args))
+    finally:
+        run_lock.release()
 
 
 if __name__ == "__main__":
