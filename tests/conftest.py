@@ -1,5 +1,6 @@
 """Fixtures and helpers shared by the test modules (the helpers imported as `from conftest import ...`)."""
 
+import contextlib
 import http.server
 import os
 import re
@@ -200,3 +201,42 @@ def run_cli(*args, cwd: Path, check=True, timeout=300, env=None):
 def read_results(out: Path) -> dict[str, pd.DataFrame]:
     """The consolidated trials, epochs, predictions and manifest of a results folder."""
     return {name: pd.read_parquet(out / f"{name}.parquet") for name in ("trials", "epochs", "predictions", "manifest")}
+
+
+IS_ROOT = os.geteuid() == 0
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str):
+    """A real tmpfs of `size` mounted at `folder` (needs root; skips otherwise), unmounted afterwards."""
+    if not IS_ROOT:
+        pytest.skip("mounting a small file system needs root")
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@contextlib.contextmanager
+def read_only(folder: Path, files: list[Path]):
+    """`folder` holding copies of `files`, then made read-only for real: a read-only mount as root (root ignores
+    file modes), mode 0555 otherwise."""
+    if IS_ROOT:
+        with small_disk(folder, "64m"):
+            for file in files:
+                shutil.copy(file, folder / file.name)
+            subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+            yield folder
+    else:
+        folder.mkdir(parents=True)
+        for file in files:
+            shutil.copy(file, folder / file.name)
+        folder.chmod(0o555)
+        try:
+            yield folder
+        finally:
+            folder.chmod(0o755)

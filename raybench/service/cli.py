@@ -20,7 +20,7 @@ import pandas as pd
 from raybench import data as pbc
 from raybench import grid as grids
 from raybench import models, mps, resources, results, spec
-from raybench.service import driver, lock, trainable
+from raybench.service import driver, lock, preflight, trainable
 from raybench.service.driver import Setup, plan_rows, print_table
 
 
@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     run_lock = None
     try:
         setup = dataclasses.replace(set_up(args), resume_command=resume_command(argv))
+        preflight.check_environment(args, devices={t.config.device for t in setup.grid.trials})
         if args.dry_run:
             plan = dry_run_plan(setup, args)
             print_table(plan)
