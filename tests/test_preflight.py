@@ -1,12 +1,16 @@
 """The machine a run starts on is checked before Ray starts: each problem is one line, exit code 2, and nothing
 is written (real read-only file systems as root, real files)."""
 
+import socket
+import time
+
 import pytest
 import ray
 import torch
 from conftest import ROOT, read_only
 
 from raybench import run
+from raybench.service import preflight
 
 QUICKSTART = str(ROOT / "grids" / "quickstart.py")
 
@@ -59,3 +63,31 @@ def test_a_storage_with_an_unknown_scheme_or_a_file_is_refused(tmp_path, argv, c
     (tmp_path / "file").write_text("x")
     assert "--storage" in refused([*argv, "--storage", str(tmp_path / "file")], capsys)
     assert "is not a folder" in refused([*argv, "--storage", f"file://{tmp_path / 'file'}/sub"], capsys)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_ray_address_and_an_mlflow_server_that_never_answer_are_a_bounded_wait_then_one_line(
+    argv, capsys, monkeypatch
+):
+    monkeypatch.setenv("RAYBENCH_CONNECT_TIMEOUT_S", "2")
+    port = closed_port()
+    started = time.monotonic()
+    line = refused([*argv, "--address", f"127.0.0.1:{port}"], capsys)
+    assert f"--address 127.0.0.1:{port}: no Ray cluster answered at " in line and "within 2 s" in line
+    assert 2 <= time.monotonic() - started < 20
+    started = time.monotonic()
+    line = refused([*argv, "--mlflow", f"http://127.0.0.1:{port}"], capsys)
+    assert f"--mlflow http://127.0.0.1:{port}: no tracking server answered within 2 s" in line
+    assert 2 <= time.monotonic() - started < 20
+
+
+def test_a_listening_cluster_and_a_tracking_server_that_answers_pass(server):
+    with socket.create_server(("0.0.0.0", 0)) as listening:  # Ray dials the node's address for 127.0.0.1
+        preflight.check_ray_address(f"127.0.0.1:{listening.getsockname()[1]}", timeout=2)
+    preflight.check_mlflow(server["url"].rsplit("/", 1)[0], timeout=2)  # any HTTP answer: a server is there

@@ -8,14 +8,21 @@ Only what this machine can know is checked: with --address the trials run on the
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import socket
 import tempfile
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 
 from raybench.trial import default_cache_dir
+
+CONNECT_TIMEOUT_S = 30.0  # how long a cluster or a tracking server may take to answer (RAYBENCH_CONNECT_TIMEOUT_S)
 
 # the URI schemes Ray's storage reaches through pyarrow's filesystems
 STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
@@ -70,12 +77,99 @@ def check_devices(devices: set[str]) -> None:
             )
 
 
+def connect_timeout() -> float:
+    return float(os.environ.get("RAYBENCH_CONNECT_TIMEOUT_S", CONNECT_TIMEOUT_S))
+
+
+def wait_for(probe, *, timeout: float) -> str | None:
+    """Call `probe` (None when it answered, else why not) every second until it answers or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        why = probe(max(0.1, min(5.0, deadline - time.monotonic())))
+        if why is None or time.monotonic() >= deadline:
+            return why
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+
+def tcp_probe(host: str, port: int):
+    def probe(timeout: float) -> str | None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            return None
+        except OSError as error:
+            return error.strerror or type(error).__name__
+
+    return probe
+
+
+def http_probe(url: str):
+    def probe(timeout: float) -> str | None:
+        try:
+            urllib.request.urlopen(url, timeout=timeout).close()
+        except urllib.error.HTTPError:
+            return None  # a server answered (an MLflow without /health still serves its API)
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            return getattr(reason, "strerror", None) or str(reason)
+        return None
+
+    return probe
+
+
+def ray_bootstrap_address(address: str) -> tuple[str, int] | None:
+    """The host and port `ray.init(address=...)` connects to; None for "auto" and "local" (Ray finds those)."""
+    if address in ("auto", "local"):
+        return None
+    plain = address.removeprefix("ray://")
+    host, sep, port = plain.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"--address {address}: expected HOST:PORT (or ray://HOST:PORT, or auto)")
+    if not address.startswith("ray://"):
+        try:  # Ray dials the node's own address for localhost: probe what it will dial
+            from ray._private.services import resolve_ip_for_localhost
+
+            host = resolve_ip_for_localhost(host)
+        except Exception:
+            pass
+    return host.strip("[]"), int(port)
+
+
+def check_ray_address(address: str, *, timeout: float) -> None:
+    target = ray_bootstrap_address(address)
+    if target is None:
+        return
+    why = wait_for(tcp_probe(*target), timeout=timeout)
+    if why is not None:
+        raise ValueError(
+            f"--address {address}: no Ray cluster answered at {target[0]}:{target[1]} within {timeout:g} s ({why}); "
+            "start it (ray start --head on that node) or fix --address"
+        )
+
+
+def check_mlflow(uri: str, *, timeout: float) -> None:
+    if importlib.util.find_spec("mlflow") is None:
+        raise ValueError(f"--mlflow {uri} needs MLflow: pip install -e '.[mlflow]'")
+    if uri.startswith(("http://", "https://")):
+        why = wait_for(http_probe(f"{uri.rstrip('/')}/health"), timeout=timeout)
+        if why is not None:
+            raise ValueError(
+                f"--mlflow {uri}: no tracking server answered within {timeout:g} s ({why}); start it "
+                "(mlflow server), fix the URI, or run without --mlflow"
+            )
+    elif "://" not in uri or uri.startswith("file://"):
+        check_writable("--mlflow", Path(uri.removeprefix("file://")).expanduser().resolve(), hint="give a folder")
+
+
 def check_environment(args: argparse.Namespace, *, devices: set[str]) -> None:
     """Everything about this machine that would make the run fail after Ray started, for the trials' `devices`."""
     check_writable("--results", Path(args.results).expanduser().resolve(), hint="give a folder you can write in")
     if args.storage:
         check_storage(args.storage)
+    if args.mlflow and not args.dry_run:
+        check_mlflow(args.mlflow, timeout=connect_timeout())
     if args.address:
+        if not args.dry_run:  # a dry run connects to nothing
+            check_ray_address(args.address, timeout=connect_timeout())
         return
     cache = Path(args.cache).expanduser() if args.cache else default_cache_dir()
     check_writable("--cache", cache.resolve(), hint="give --cache a folder you can write in")
