@@ -260,9 +260,15 @@ def data_fingerprint(manifest: pd.DataFrame) -> str:
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
-def write_plan(out: str | Path, plan: pd.DataFrame) -> None:
-    """The plan of a run (one row per trial, as `--dry-run` prints it)."""
-    write_table(pa.Table.from_pandas(plan, preserve_index=False), Path(out) / "plan.parquet")
+PLAN_FILE = "plan.parquet"
+DRY_RUN_PLAN_FILE = "plan.dry-run.parquet"  # a dry run's: never the run's own plan, which --resume compares with
+
+
+def write_plan(out: str | Path, plan: pd.DataFrame, *, name: str = PLAN_FILE) -> Path:
+    """The plan of a run (one row per trial, as `--dry-run` prints it); where it was written."""
+    path = Path(out) / name
+    write_table(pa.Table.from_pandas(plan, preserve_index=False), path)
+    return path
 
 
 def write_results(out: str | Path, trial_results: list[TrialResult], *, manifest: pd.DataFrame | None = None) -> None:

@@ -21,7 +21,7 @@ THESIS = pd.read_csv(ROOT / "raybench" / "thesis" / "results.csv")
 
 def test_thesis_grid_dry_run_plans_99_trials_with_the_thesis_counts(tmp_path):
     proc = run(ROOT / "grids" / "thesis.py", "--dry-run", cwd=tmp_path, env={"CUDA_VISIBLE_DEVICES": ""})
-    plan = pd.read_parquet(tmp_path / "results" / "thesis" / "plan.parquet")
+    plan = pd.read_parquet(tmp_path / "results" / "thesis" / "plan.dry-run.parquet")
     assert len(plan) == 99 and "99 trials planned" in proc.stdout
     merged = plan.merge(
         THESIS.rename(columns={"dataset": "tier"}), on=["model", "tier", "pretrained"], suffixes=("", "_thesis")

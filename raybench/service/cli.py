@@ -57,7 +57,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the plan and each tier's splits per class (preparing the data), write plan.parquet, train nothing",
+        help="print the plan and each tier's splits per class (preparing the data), write it to "
+        "RESULTS/NAME/plan.dry-run.parquet (never the run's own plan.parquet), train nothing",
     )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run of the same grid and name")
     parser.add_argument(
@@ -193,6 +194,26 @@ def check_resume(setup: Setup, *, resume: bool) -> None:
                 f"--resume: the trials or their options differ from those of the run in {out}; resume "
                 "with the same grid, --only and --set, or start a new run with another --name"
             )
+    if resume:
+        check_trained_options(setup)
+
+
+def check_trained_options(setup: Setup) -> None:
+    """Every trial with rows was trained with the options it has now: a resumed run never mixes rows trained
+    with other options, whatever its plan.parquet says."""
+    trials, _ = results.read_table(setup.out, "trials")
+    planned = {t.trial_id: t.columns()["options"] for t in setup.grid.trials}
+    for row in trials.dropna(subset=["options"]).itertuples():
+        if row.trial_id not in planned:
+            raise ValueError(
+                f"--resume: {setup.out} holds trial {row.trial_id}, which this grid (with its --only) does not "
+                "plan; resume with the run's grid and --only, or start a new run with another --name"
+            )
+        if planned[row.trial_id] != row.options:
+            raise ValueError(
+                f"--resume: trial {row.trial_id} in {setup.out} was trained with other options ({row.options}); "
+                "resume with the run's --set, or start a new run with another --name"
+            )
 
 
 def check_same_data(out: Path, prepared: pbc.Prepared, *, resume: bool) -> None:
@@ -223,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             plan = dry_run_plan(setup, args)
             print_table(plan)
-            results.write_plan(setup.out, plan)
+            plan_path = results.write_plan(setup.out, plan, name=results.DRY_RUN_PLAN_FILE)  # the run's own stays
             prepared = prepare_data(setup.grid, args.data, omit_too_big=True)  # the splits, before any training
             print(prepared.report)
             if prepared.report.omitted_tiers:
@@ -232,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"the {prepared.report.usable} of {prepared.root}; pass --data (the full dataset: "
                     "python -m raybench.data download DEST)"
                 )
-            print(f"{len(plan)} trials planned -> {setup.out / 'plan.parquet'}")
+            print(f"{len(plan)} trials planned -> {plan_path}")
             return 0
         run_lock = lock.acquire(setup.out)  # before anything is written there; held until the run returns
         check_resume(setup, resume=args.resume)
