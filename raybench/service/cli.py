@@ -186,8 +186,8 @@ def check_resume(setup: Setup, *, resume: bool) -> None:
     out = setup.out
     if not resume and results.finished_trials(out):
         raise ValueError(f"{out} already holds results of a run: add --resume to continue it, or choose another --name")
-    if resume and (out / "plan.parquet").exists():
-        before = pd.read_parquet(out / "plan.parquet")
+    before = results.read_plan(out) if resume else None
+    if before is not None:
         now = [(c["trial_id"], c["options"]) for c in (t.columns() for t in setup.grid.trials)]
         if "options" not in before or sorted(zip(before.trial_id, before.options, strict=True)) != sorted(now):
             raise ValueError(
@@ -218,9 +218,9 @@ def check_trained_options(setup: Setup) -> None:
 
 def check_same_data(out: Path, prepared: pbc.Prepared, *, resume: bool) -> None:
     """A resumed run must train on the data its finished trials used (the same images, tiers and splits)."""
-    if not resume or not (out / "manifest.parquet").is_file():
+    before = results.read_manifest(out) if resume else None
+    if before is None:  # none yet, or damaged (zero bytes): the run writes it again from the data
         return
-    before = pd.read_parquet(out / "manifest.parquet")
     if results.data_fingerprint(before) != results.data_fingerprint(prepared.manifest):
         raise ValueError(
             f"--resume: the data at {prepared.root} is not the data of the run in {out} (other images, "
