@@ -24,7 +24,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from raybench import console, models, mps, provenance, resources, results, spec
 from raybench import data as pbc
 from raybench import grid as grids
-from raybench.service import callbacks, trainable
+from raybench.service import callbacks, local_ray, trainable
 
 
 def print_table(frame: pd.DataFrame) -> None:
@@ -259,13 +259,7 @@ def run_grid(setup: Setup, prepared: pbc.Prepared, options: RunOptions) -> int:
     provenance.record(out, run_info)
     # trials checkpoint often (--checkpoint-every), so Ray snapshots often; that is intended here, not a warning
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # Ray's own output (the workers' logs, its banner) stays in its log files unless --verbose
-    ray.init(
-        address=options.address,
-        num_cpus=None if options.address else options.num_cpus,
-        log_to_driver=options.verbose,
-        logging_level=logging.INFO if options.verbose else logging.WARNING,
-    )
+    init_ray(options)
     if gpu_gb is None and ray.cluster_resources().get("GPU", 0) > 0:  # a cluster whose GPUs are on other nodes
         gpu_gb = ray.get(ray.remote(num_gpus=1)(resources.local_gpu_memory_gb).remote())
     local_gpu = resources.local_gpu_memory_gb() is not None
@@ -343,6 +337,22 @@ def say_unfinished(missing: list[str], resume_command: str) -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+def init_ray(options: RunOptions) -> None:
+    """Join the cluster at --address, or start Ray here: on 127.0.0.1 only, its token file private."""
+    if options.address is None:
+        local_ray.bind_to_loopback()
+        local_ray.keep_token_private()
+    # Ray's own output (the workers' logs, its banner) stays in its log files unless --verbose
+    ray.init(
+        address=options.address,
+        num_cpus=None if options.address else options.num_cpus,
+        log_to_driver=options.verbose,
+        logging_level=logging.INFO if options.verbose else logging.WARNING,
+    )
+    if options.address is None:
+        local_ray.keep_token_private()  # had Ray written one after all
 
 
 def recover_from_checkpoints(experiment: Path, out: Path, trial_ids: list[str]) -> list[str]:
