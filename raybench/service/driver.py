@@ -340,8 +340,9 @@ def say_unfinished(missing: list[str], resume_command: str) -> None:
 
 
 def init_ray(options: RunOptions) -> None:
-    """Join the cluster at --address, or start Ray here: on 127.0.0.1 only, its token file private."""
-    if options.address is None:
+    """Join the cluster at --address (or RAY_ADDRESS), or start Ray here: on 127.0.0.1 only, its token private."""
+    local = options.address is None and not os.environ.get("RAY_ADDRESS")
+    if local:
         local_ray.bind_to_loopback()
         local_ray.keep_token_private()
     # Ray's own output (the workers' logs, its banner) stays in its log files unless --verbose
@@ -351,7 +352,7 @@ def init_ray(options: RunOptions) -> None:
         log_to_driver=options.verbose,
         logging_level=logging.INFO if options.verbose else logging.WARNING,
     )
-    if options.address is None:
+    if local:
         local_ray.keep_token_private()  # had Ray written one after all
 
 
