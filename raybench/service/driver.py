@@ -235,7 +235,10 @@ def run_grid(setup: Setup, prepared: pbc.Prepared, options: RunOptions) -> int:
     except OSError as error:
         if not results.is_disk_full(error):
             raise
-        print(f"python -m raybench.run: error: no space left in {out}: free space and --resume", file=sys.stderr)
+        print(
+            f"python -m raybench.run: error: no space left in {out}: free space and --resume{resume_hint(setup)}",
+            file=sys.stderr,
+        )
         return 2
     uri = mirror_uri(options.storage, name)
     if options.resume and uri is not None:  # the local folder may be gone: the copy in storage holds its trials
@@ -302,7 +305,10 @@ def run_grid(setup: Setup, prepared: pbc.Prepared, options: RunOptions) -> int:
     except OSError as error:
         if not results.is_disk_full(error):
             raise
-        print(f"python -m raybench.run: error: no space left in {out}: free space and --resume", file=sys.stderr)
+        print(
+            f"python -m raybench.run: error: no space left in {out}: free space and --resume{resume_hint(setup)}",
+            file=sys.stderr,
+        )
         return 1
     copied = copy_results(out, mirror_uri(options.storage, name))
     trials = pd.read_parquet(out / "trials.parquet")
@@ -327,6 +333,10 @@ def unfinished_trials(out: Path, planned: list[str]) -> list[str]:
     """The planned trials without rows (ok or failed) in the results folder, in plan order."""
     done = results.finished_trials(out)
     return [trial_id for trial_id in planned if trial_id not in done]
+
+
+def resume_hint(setup: Setup) -> str:
+    return f" ({setup.resume_command})" if setup.resume_command else ""
 
 
 def say_unfinished(missing: list[str], resume_command: str) -> None:
