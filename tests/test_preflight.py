@@ -72,7 +72,7 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_a_ray_address_and_an_mlflow_server_that_never_answer_are_a_bounded_wait_then_one_line(
+def test_a_ray_address_an_mlflow_server_and_an_s3_endpoint_that_never_answer_are_a_bounded_wait_then_one_line(
     argv, capsys, monkeypatch
 ):
     monkeypatch.setenv("RAYBENCH_CONNECT_TIMEOUT_S", "2")
@@ -84,6 +84,10 @@ def test_a_ray_address_and_an_mlflow_server_that_never_answer_are_a_bounded_wait
     started = time.monotonic()
     line = refused([*argv, "--mlflow", f"http://127.0.0.1:{port}"], capsys)
     assert f"--mlflow http://127.0.0.1:{port}: no tracking server answered within 2 s" in line
+    assert 2 <= time.monotonic() - started < 20
+    started = time.monotonic()
+    line = refused([*argv, "--storage", f"s3://bucket/runs?endpoint_override=127.0.0.1:{port}&scheme=http"], capsys)
+    assert f"its S3 endpoint 127.0.0.1:{port} did not answer within 2 s" in line
     assert 2 <= time.monotonic() - started < 20
 
 

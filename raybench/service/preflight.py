@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 import torch
 
@@ -41,7 +41,7 @@ def check_writable(flag: str, path: Path, *, hint: str) -> None:
         raise ValueError(f"{flag} {path}: {existing} is not writable ({error.strerror}); {hint}") from None
 
 
-def check_storage(storage: str) -> None:
+def check_storage(storage: str, *, connect: bool = True) -> None:
     scheme = urlparse(storage).scheme if "://" in storage else ""
     if scheme and scheme not in STORAGE_SCHEMES:
         raise ValueError(
@@ -51,6 +51,30 @@ def check_storage(storage: str) -> None:
     if scheme in ("", "file"):
         path = Path(urlparse(storage).path if scheme else storage).expanduser()
         check_writable("--storage", path.resolve(), hint="give a folder you can write in")
+    endpoint = s3_endpoint(storage) if scheme == "s3" and connect else None
+    if endpoint is not None:
+        timeout = connect_timeout()
+        why = wait_for(tcp_probe(*endpoint), timeout=timeout)
+        if why is not None:
+            raise ValueError(
+                f"--storage {storage}: its S3 endpoint {endpoint[0]}:{endpoint[1]} did not answer within "
+                f"{timeout:g} s ({why}); start it or fix the endpoint"
+            )
+
+
+def s3_endpoint(storage: str) -> tuple[str, int] | None:
+    """The host and port of an S3 endpoint named explicitly (`?endpoint_override=` in the URI, or
+    AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL); None for AWS's own, which may sit behind a proxy."""
+    query = parse_qs(urlparse(storage).query)
+    override = (query.get("endpoint_override") or [""])[0]
+    secure = (query.get("scheme") or ["https"])[0] != "http"
+    url = override or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+    if not url:
+        return None
+    parsed = urlparse(url if "://" in url else f"{'https' if secure else 'http'}://{url}")
+    if not parsed.hostname:
+        return None
+    return parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
 
 
 def device_available(device: str) -> bool:
@@ -164,7 +188,7 @@ def check_environment(args: argparse.Namespace, *, devices: set[str]) -> None:
     """Everything about this machine that would make the run fail after Ray started, for the trials' `devices`."""
     check_writable("--results", Path(args.results).expanduser().resolve(), hint="give a folder you can write in")
     if args.storage:
-        check_storage(args.storage)
+        check_storage(args.storage, connect=not args.dry_run)  # a dry run connects to nothing
     if args.mlflow and not args.dry_run:
         check_mlflow(args.mlflow, timeout=connect_timeout())
     if args.address:
