@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from raybench import files
 from raybench.batches import Augmentation, DeviceSplit
 from raybench.compiled import CompiledStep, Compiler, reset_compiler, torch_compiler
 from raybench.spec import TrainConfig
@@ -359,7 +360,7 @@ class Trainer:
         path = Path(path)
         tmp = path.with_suffix(path.suffix + ".tmp")
         torch.save(self.state_dict(), tmp)
-        tmp.replace(path)
+        files.replace(tmp, path)
 
     def load(self, path: str | Path) -> None:
         # weights_only: a checkpoint is tensors and plain values, never pickled objects that could run code

@@ -17,6 +17,8 @@ import socket
 import subprocess
 from pathlib import Path
 
+from raybench import files
+
 RUN_FILE = "run.json"
 PACKAGES = ("raybench", "torch", "torchvision", "ray", "numpy", "pandas", "pyarrow")
 
@@ -111,7 +113,7 @@ def record(out: str | Path, info: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{RUN_FILE}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"runs": [*runs, info]}, indent=2) + "\n")
-    os.replace(tmp, path)
+    files.replace(tmp, path)
 
 
 def finish(out: str | Path, info: dict) -> None:

@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from raybench import files
 from raybench.catalog import CLASSES
 
 SCORE_COLUMNS = tuple(f"score_{name}" for name in CLASSES)
@@ -186,7 +187,7 @@ def write_table(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    files.replace(tmp, path)
 
 
 def write_trial(out: str | Path, result: TrialResult) -> None:
@@ -204,7 +205,7 @@ def write_trial(out: str | Path, result: TrialResult) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
         np.savez(tmp, **result.weights)
-        os.replace(tmp, path)
+        files.replace(tmp, path)
     for name, rows in (("epochs", result.epochs), ("predictions", result.predictions), ("trials", [result.trial])):
         write_table(to_table(rows, FILES[name]), parts / f"{trial_id}.{name}.parquet")
 
@@ -229,6 +230,8 @@ def finished_trials(out: str | Path) -> dict[str, str]:
     parts = Path(out) / "parts"
     done = {}
     for path in sorted(parts.glob("*.trials.parquet")) if parts.is_dir() else []:
+        if not readable(path):  # a part cut short by a crash: the trial reads as not saved (--resume recovers it)
+            continue
         table = pq.read_table(path, columns=["trial_id", "status"])
         for trial_id, status in zip(table["trial_id"].to_pylist(), table["status"].to_pylist(), strict=True):
             done[trial_id] = status
@@ -240,7 +243,7 @@ def consolidate(out: str | Path, *, manifest: pd.DataFrame | None = None) -> Non
     out = Path(out)
     for name, schema in FILES.items():
         paths = sorted((out / "parts").glob(f"*.{name}.parquet"))
-        tables = [pq.read_table(p, schema=schema) for p in paths]
+        tables = [pq.read_table(p, schema=schema) for p in paths if readable(p)]
         # one part per trial, written from its checkpointed history: retries and resumes leave each epoch once
         table = pa.concat_tables(tables) if tables else schema.empty_table()
         write_table(table.replace_schema_metadata(CLASS_METADATA), out / f"{name}.parquet")
@@ -260,9 +263,15 @@ def data_fingerprint(manifest: pd.DataFrame) -> str:
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
-def write_plan(out: str | Path, plan: pd.DataFrame) -> None:
-    """The plan of a run (one row per trial, as `--dry-run` prints it)."""
-    write_table(pa.Table.from_pandas(plan, preserve_index=False), Path(out) / "plan.parquet")
+PLAN_FILE = "plan.parquet"
+DRY_RUN_PLAN_FILE = "plan.dry-run.parquet"  # a dry run's: never the run's own plan, which --resume compares with
+
+
+def write_plan(out: str | Path, plan: pd.DataFrame, *, name: str = PLAN_FILE) -> Path:
+    """The plan of a run (one row per trial, as `--dry-run` prints it); where it was written."""
+    path = Path(out) / name
+    write_table(pa.Table.from_pandas(plan, preserve_index=False), path)
+    return path
 
 
 def write_results(out: str | Path, trial_results: list[TrialResult], *, manifest: pd.DataFrame | None = None) -> None:
@@ -344,7 +353,8 @@ def read_table(out: str | Path, name: str) -> tuple[pd.DataFrame, dict[bytes, by
         raise ValueError(f"unknown result file {name!r}; result files: {', '.join(FILES)}")
     out = Path(out)
     path = out / f"{name}.parquet"
-    paths = [path] if path.is_file() else sorted((out / "parts").glob(f"*.{name}.parquet"))
+    # a damaged consolidated file (zero bytes after a crash) is derived: the parts it was built from decide
+    paths = [path] if readable(path) else [p for p in sorted((out / "parts").glob(f"*.{name}.parquet")) if readable(p)]
     if not paths:
         return FILES[name].empty_table().to_pandas(), {}
     frames = [pd.read_parquet(p).rename(columns=RENAMED) for p in paths]
@@ -357,9 +367,25 @@ RENAMED = {"best_epoch": "tested_epoch", "best_val_loss": "tested_val_loss"}  # 
 
 
 def read_plan(out: str | Path) -> pd.DataFrame | None:
-    """The plan of a run (as `write_plan` wrote it), None when the results folder has none."""
-    path = Path(out) / "plan.parquet"
-    return pd.read_parquet(path) if path.is_file() else None
+    """The plan of a run (as `write_plan` wrote it), None when the results folder has none (or a damaged one: a run
+    writes it again before it trains)."""
+    path = Path(out) / PLAN_FILE
+    return pd.read_parquet(path) if readable(path) else None
+
+
+def read_manifest(out: str | Path) -> pd.DataFrame | None:
+    """The manifest of a results folder, None without one or when it is damaged (a run writes it again)."""
+    path = Path(out) / "manifest.parquet"
+    return pd.read_parquet(path) if readable(path) else None
+
+
+def readable(path: Path) -> bool:
+    """Whether `path` is a Parquet file that can be read (not missing, not zero bytes, not cut short)."""
+    try:
+        pq.read_metadata(path)
+        return True
+    except (OSError, pa.ArrowInvalid):  # missing, truncated, zero bytes
+        return False
 
 
 def decode_classes(metadata: dict[bytes, bytes] | None, columns: Iterable[str]) -> tuple[str, ...]:

@@ -1,16 +1,21 @@
 """Fixtures and helpers shared by the test modules (the helpers imported as `from conftest import ...`)."""
 
+import contextlib
 import http.server
+import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from raybench import batches, catalog, data, loop, models, spec
+from raybench import batches, catalog, data, loop, models, results, spec
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32  # the image size of the loop's quick trainers
@@ -138,3 +143,100 @@ def server(monkeypatch):
     yield state
     httpd.shutdown()
     httpd.server_close()
+
+
+def trial_result(trial_id: str, *, status: str = "ok", epochs: int = 2, images: int = 3) -> results.TrialResult:
+    """A finished (or failed) trial with `epochs` epoch rows and `images` test predictions."""
+    trial = {"trial_id": trial_id, "model": "lenet5", "tier": "tiny", "pretrained": False, "seed": 0, "status": status}
+    if status != "ok":
+        return results.failed_result(trial, "RuntimeError: out of memory", [{"trial_id": trial_id, "epoch": 1}])
+    rows = [{"trial_id": trial_id, "epoch": e, "val_loss": 1.0 / e, "improved": True} for e in range(1, epochs + 1)]
+    labels = np.arange(images) % len(catalog.CLASSES)
+    scores = np.eye(len(catalog.CLASSES))[labels]
+    predictions = results.prediction_rows(trial_id, [f"img{i}.jpg" for i in range(images)], labels, scores)
+    return results.TrialResult({**trial, "test_accuracy": 1.0}, rows, predictions)
+
+
+def finished_result(trial_id="lenet5-tiny-seed0") -> results.TrialResult:
+    """A finished trial's rows as its final checkpoint holds them: 3 epochs, no predictions."""
+    epochs = [{"trial_id": trial_id, "epoch": e, "train_loss": 2.0 / e, "val_loss": 1.0 / e} for e in (1, 2, 3)]
+    return results.TrialResult({"trial_id": trial_id, "model": "lenet5", "status": "ok", "epochs": 3}, epochs, [])
+
+
+QUICK = {"image_size": 32, "max_epochs": 5, "es_start": 1, "es_patience": 2, "es_min_delta": 0.0}
+
+
+def write_grid(path: Path, models, *, options=None, name="small", extra_sweeps=()):
+    """A grid file of `models` on tiny, with the quick options (32 px, at most 5 epochs)."""
+    grid = {
+        "name": name,
+        "options": {**QUICK, **(options or {})},
+        "sweeps": [{"models": list(models), "tiers": ["tiny"]}, *extra_sweeps],
+    }
+    path.write_text(f"GRID = {grid!r}\n")
+    return path
+
+
+def run_cli(*args, cwd: Path, check=True, timeout=300, env=None):
+    """`python -m raybench.run ARGS` in a subprocess with results and cache under `cwd`, on 2 CPUs."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    cmd = [
+        sys.executable,
+        "-m",
+        "raybench.run",
+        *map(str, args),
+        "--results",
+        str(cwd / "results"),
+        "--cache",
+        str(cwd / "cache"),
+        "--num-cpus",
+        "2",
+    ]
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def read_results(out: Path) -> dict[str, pd.DataFrame]:
+    """The consolidated trials, epochs, predictions and manifest of a results folder."""
+    return {name: pd.read_parquet(out / f"{name}.parquet") for name in ("trials", "epochs", "predictions", "manifest")}
+
+
+IS_ROOT = os.geteuid() == 0
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str):
+    """A real tmpfs of `size` mounted at `folder` (needs root; skips otherwise), unmounted afterwards."""
+    if not IS_ROOT:
+        pytest.skip("mounting a small file system needs root")
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@contextlib.contextmanager
+def read_only(folder: Path, files: list[Path]):
+    """`folder` holding copies of `files`, then made read-only for real: a read-only mount as root (root ignores
+    file modes), mode 0555 otherwise."""
+    if IS_ROOT:
+        with small_disk(folder, "64m"):
+            for file in files:
+                shutil.copy(file, folder / file.name)
+            subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+            yield folder
+    else:
+        folder.mkdir(parents=True)
+        for file in files:
+            shutil.copy(file, folder / file.name)
+        folder.chmod(0o555)
+        try:
+            yield folder
+        finally:
+            folder.chmod(0o755)

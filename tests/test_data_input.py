@@ -1,7 +1,6 @@
 """Bad input to the data layer: each is one clear line (a ValueError, a DownloadError, or exit code 2 with one
 line on stderr), and nothing computed is lost. Real files, a real HTTP server on 127.0.0.1, real file systems."""
 
-import contextlib
 import errno
 import fcntl
 import hashlib
@@ -19,14 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_dataset
+from conftest import make_dataset, read_only, small_disk
 from PIL import Image
 
 from raybench import data
 from raybench.data import cache, source, validation
 from raybench.data.__main__ import main
-
-IS_ROOT = os.geteuid() == 0
 
 
 def zip_folder(root: Path, zip_path: Path, extra: dict[str, bytes] | None = None) -> Path:
@@ -44,42 +41,6 @@ def one_line_error(capsys) -> str:
     last = err.strip().splitlines()[-1]
     assert last.startswith("python -m raybench.data: error: ") and "Traceback" not in err, err
     return last
-
-
-@contextlib.contextmanager
-def small_disk(folder: Path, size: str):
-    """A real tmpfs of `size` mounted at `folder` (needs root; skips otherwise), unmounted afterwards."""
-    if not IS_ROOT:
-        pytest.skip("mounting a small file system needs root")
-    folder.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
-@contextlib.contextmanager
-def read_only(folder: Path, files: list[Path]):
-    """`folder` holding copies of `files`, then made read-only for real: a read-only mount as root (root ignores
-    file modes), mode 0555 otherwise."""
-    if IS_ROOT:
-        with small_disk(folder, "64m"):
-            for file in files:
-                shutil.copy(file, folder / file.name)
-            subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
-            yield folder
-    else:
-        folder.mkdir(parents=True)
-        for file in files:
-            shutil.copy(file, folder / file.name)
-        folder.chmod(0o555)
-        try:
-            yield folder
-        finally:
-            folder.chmod(0o755)
 
 
 # -------------------------------------------------------------------------------------------- pixel formats

@@ -3,9 +3,11 @@ final checkpoint (the fault is injected at the write: no small real filesystem c
 
 import errno
 
+from conftest import ROOT
+from conftest import finished_result as finished
+
 from raybench import results
 from raybench.service import callbacks, driver, trainable
-from tests.test_service_trainable import finished
 
 
 def disk_full(*args, **kwargs):
@@ -37,3 +39,14 @@ def test_a_full_disk_is_recognised_from_pyarrows_message_too():
     assert results.is_disk_full(OSError(errno.ENOSPC, "x"))
     assert results.is_disk_full(OSError("IOError: No space left on device. Detail: [errno 28]"))
     assert not results.is_disk_full(OSError(errno.EACCES, "Permission denied"))
+
+
+def test_a_full_disk_before_the_run_starts_names_the_command_that_resumes_it(tmp_path, monkeypatch, capsys, embedded):
+    from raybench import grid as grids
+
+    grid = grids.load_grid(str(ROOT / "grids" / "quickstart.py"))
+    setup = driver.Setup(grid, "q", tmp_path / "q", None, {}, resume_command="python -m raybench.run g.py --resume")
+    monkeypatch.setattr(results, "write_table", disk_full)
+    assert driver.run_grid(setup, embedded, driver.RunOptions()) == 2
+    err = capsys.readouterr().err
+    assert "no space left in" in err and "free space and --resume (python -m raybench.run g.py --resume)" in err

@@ -13,23 +13,24 @@ PACKAGE = Path(__file__).resolve().parents[1] / "raybench"
 # (catalog, spec), then the core a trial is made of, then the Ray edge; the report reads results only.
 ALLOWED = {
     "catalog": set(),
+    "files": set(),
     "spec": {"catalog"},
     "stopping": {"spec"},
     "grid": {"catalog", "spec"},
     "metrics": set(),
-    "data": {"catalog", "data"},
-    "results": {"catalog"},
+    "data": {"catalog", "data", "files"},
+    "results": {"catalog", "files"},
     "models": {"catalog", "models"},
     "batches": {"catalog"},
     "compiled": set(),
-    "loop": {"batches", "catalog", "compiled", "spec", "stopping"},
+    "loop": {"batches", "catalog", "compiled", "files", "spec", "stopping"},
     "resources": {"catalog", "models", "spec"},
     "trial": {"batches", "catalog", "compiled", "data", "loop", "metrics", "models", "resources", "results", "spec"},
     "train": {"catalog", "data", "loop", "results", "spec", "trial"},
     "report": {"catalog", "metrics", "provenance", "report", "results"},
     "console": {"spec", "stopping"},
     "mps": set(),
-    "provenance": set(),
+    "provenance": {"files"},
     "service": {
         *("console", "data", "grid", "loop", "models", "mps", "provenance", "resources", "results", "service"),
         *("spec", "trial"),
@@ -40,6 +41,7 @@ ALLOWED = {
 RAY_EDGE = {"service"}
 TORCH_FREE = {
     "catalog",
+    "files",
     "spec",
     "stopping",
     "grid",

@@ -5,21 +5,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import trial_result
 
 from raybench import results
 from raybench.catalog import CLASSES
-
-
-def trial_result(trial_id: str, *, status: str = "ok", epochs: int = 2, images: int = 3) -> results.TrialResult:
-    """A finished (or failed) trial with `epochs` epoch rows and `images` test predictions."""
-    trial = {"trial_id": trial_id, "model": "lenet5", "tier": "tiny", "pretrained": False, "seed": 0, "status": status}
-    if status != "ok":
-        return results.failed_result(trial, "RuntimeError: out of memory", [{"trial_id": trial_id, "epoch": 1}])
-    rows = [{"trial_id": trial_id, "epoch": e, "val_loss": 1.0 / e, "improved": True} for e in range(1, epochs + 1)]
-    labels = np.arange(images) % len(CLASSES)
-    scores = np.eye(len(CLASSES))[labels]
-    predictions = results.prediction_rows(trial_id, [f"img{i}.jpg" for i in range(images)], labels, scores)
-    return results.TrialResult({**trial, "test_accuracy": 1.0}, rows, predictions)
 
 
 def test_part_files_are_read_before_and_after_consolidating(tmp_path):

@@ -5,9 +5,10 @@ import shutil
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import run_cli as run
+from conftest import trial_result, write_grid
 
 from raybench import results
-from tests.test_results import trial_result
 
 
 def test_a_lost_local_folder_never_empties_the_storage_copy_and_is_restored_from_it(tmp_path):
@@ -34,8 +35,6 @@ def test_a_lost_local_folder_never_empties_the_storage_copy_and_is_restored_from
 
 @pytest.mark.slow
 def test_resume_after_the_local_folder_is_deleted_keeps_every_finished_trial(tmp_path):
-    from tests.test_service import run, write_grid
-
     grid = write_grid(tmp_path / "g.py", ["lenet5"], options={"max_epochs": 2})
     storage = tmp_path / "S"
     run(grid, "--storage", storage, cwd=tmp_path)

@@ -11,52 +11,18 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import read_results as read
+from conftest import run_cli as run
+from conftest import write_grid
 from ray import tune
 
 ROOT = Path(__file__).resolve().parents[1]
 THESIS = pd.read_csv(ROOT / "raybench" / "thesis" / "results.csv")
-QUICK = {"image_size": 32, "max_epochs": 5, "es_start": 1, "es_patience": 2, "es_min_delta": 0.0}
-
-
-def write_grid(path: Path, models, *, options=None, name="small", extra_sweeps=()):
-    spec = {
-        "name": name,
-        "options": {**QUICK, **(options or {})},
-        "sweeps": [{"models": list(models), "tiers": ["tiny"]}, *extra_sweeps],
-    }
-    path.write_text(f"GRID = {spec!r}\n")
-    return path
-
-
-def run(*args, cwd: Path, check=True, timeout=300, env=None):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    cmd = [
-        sys.executable,
-        "-m",
-        "raybench.run",
-        *map(str, args),
-        "--results",
-        str(cwd / "results"),
-        "--cache",
-        str(cwd / "cache"),
-        "--num-cpus",
-        "2",
-    ]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
-
-
-def read(results: Path):
-    return {
-        name: pd.read_parquet(results / f"{name}.parquet") for name in ("trials", "epochs", "predictions", "manifest")
-    }
 
 
 def test_thesis_grid_dry_run_plans_99_trials_with_the_thesis_counts(tmp_path):
     proc = run(ROOT / "grids" / "thesis.py", "--dry-run", cwd=tmp_path, env={"CUDA_VISIBLE_DEVICES": ""})
-    plan = pd.read_parquet(tmp_path / "results" / "thesis" / "plan.parquet")
+    plan = pd.read_parquet(tmp_path / "results" / "thesis" / "plan.dry-run.parquet")
     assert len(plan) == 99 and "99 trials planned" in proc.stdout
     merged = plan.merge(
         THESIS.rename(columns={"dataset": "tier"}), on=["model", "tier", "pretrained"], suffixes=("", "_thesis")

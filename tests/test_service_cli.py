@@ -92,7 +92,7 @@ def test_gpu_trials_share_a_gpu_only_where_sharing_pays(tmp_path, capsys):
     def plan(*flags):
         run.main([QUICKSTART, "--dry-run", "--results", str(tmp_path), "--gpu-memory-gb", "80", *flags])
         capsys.readouterr()
-        return pd.read_parquet(tmp_path / "quickstart" / "plan.parquet").set_index("model").gpu
+        return pd.read_parquet(tmp_path / "quickstart" / "plan.dry-run.parquet").set_index("model").gpu
 
     assert (plan() == 1.0).all()  # no MPS daemon here: packing would only make the trials take turns
     assert (plan("--gpu-sharing", "always") < 1).all()  # asked for: packed by memory
@@ -104,8 +104,10 @@ def test_resume_with_other_options_and_a_new_run_over_old_results_are_refused(tm
     from raybench import results
 
     argv = [QUICKSTART, "--results", str(tmp_path)]
-    run.main([*argv, "--dry-run"])  # writes the plan, as a real run does before it trains
+    run.main([*argv, "--dry-run"])
     capsys.readouterr()
+    out = tmp_path / "quickstart"
+    (out / "plan.dry-run.parquet").rename(out / "plan.parquet")  # the plan a real run writes before it trains
     assert "differ from those of the run" in refused([*argv, "--resume", "--set", "max_epochs=3"], capsys)
     finished = results.TrialResult({"trial_id": "lenet5-tiny-seed0", "status": "ok"}, [], [])
     results.write_trial(tmp_path / "quickstart", finished)

@@ -3,15 +3,10 @@
 from pathlib import Path
 
 import pytest
+from conftest import finished_result as finished
 from ray import tune
 
-from raybench import results
 from raybench.service import trainable
-
-
-def finished(trial_id="lenet5-tiny-seed0"):
-    epochs = [{"trial_id": trial_id, "epoch": e, "train_loss": 2.0 / e, "val_loss": 1.0 / e} for e in (1, 2, 3)]
-    return results.TrialResult({"trial_id": trial_id, "model": "lenet5", "status": "ok", "epochs": 3}, epochs, [])
 
 
 def test_a_finished_trials_checkpoint_holds_its_rows_and_its_epochs(tmp_path: Path):

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from raybench import files
 from raybench.catalog import CROP, SPLITS
 from raybench.data.source import no_space
 from raybench.data.validation import DataWarning, is_grey16, pixel_problem
@@ -192,14 +193,14 @@ def _build_cache(
         out.flush()
         chunks = [hashlib.sha256(out[i : i + _CHUNK_ROWS]).hexdigest() for i in range(0, len(out), _CHUNK_ROWS)]
         del out
-        os.replace(tmp, path)
+        files.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     sidecar_tmp = path.with_name(f"{path.stem}.json.tmp-{os.getpid()}")
     sidecar = {**expected, "chunk_rows": _CHUNK_ROWS, "chunks": chunks, "images": list(block.image)}
     try:
         sidecar_tmp.write_text(json.dumps(sidecar))
-        os.replace(sidecar_tmp, path.with_suffix(".json"))
+        files.replace(sidecar_tmp, path.with_suffix(".json"))
     except OSError as error:
         sidecar_tmp.unlink(missing_ok=True)
         if error.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -24,6 +24,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from raybench import files
 from raybench.catalog import CLASSES
 
 EMBEDDED_DATA: Path = Path(__file__).resolve().parent.parent / "embedded" / "pbc400"
@@ -285,7 +286,7 @@ def download(
             time.sleep(retry_wait)
     digest = _check_sha256(part, sha256, delete=True)
     _check_zip(part)
-    os.replace(part, zip_path)
+    files.replace(part, zip_path)
     print(f"{zip_path}: {zip_path.stat().st_size} bytes, SHA-256 {digest}", file=sys.stderr)
     return find_root(zip_path)
 

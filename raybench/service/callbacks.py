@@ -126,6 +126,8 @@ class ConsoleCallback(tune.Callback):
 
     @never_raises
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("notice"):  # something the trial did about a problem (a damaged checkpoint), said once
+            print(f"{trial.config['trial_id']}: {result['notice']}", flush=True)
         if not result.get("done"):
             self.progress.epoch_ended(trial.config["trial_id"], result)
 

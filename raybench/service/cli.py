@@ -9,7 +9,9 @@ is checked here, before Ray starts; service.driver is the run itself.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
+import shlex
 import sys
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import pandas as pd
 from raybench import data as pbc
 from raybench import grid as grids
 from raybench import models, mps, resources, results, spec
-from raybench.service import driver, trainable
+from raybench.service import driver, lock, preflight, trainable
 from raybench.service.driver import Setup, plan_rows, print_table
 
 
@@ -55,7 +57,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the plan and each tier's splits per class (preparing the data), write plan.parquet, train nothing",
+        help="print the plan and each tier's splits per class (preparing the data), write it to "
+        "RESULTS/NAME/plan.dry-run.parquet (never the run's own plan.parquet), train nothing",
     )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run of the same grid and name")
     parser.add_argument(
@@ -183,21 +186,41 @@ def check_resume(setup: Setup, *, resume: bool) -> None:
     out = setup.out
     if not resume and results.finished_trials(out):
         raise ValueError(f"{out} already holds results of a run: add --resume to continue it, or choose another --name")
-    if resume and (out / "plan.parquet").exists():
-        before = pd.read_parquet(out / "plan.parquet")
+    before = results.read_plan(out) if resume else None
+    if before is not None:
         now = [(c["trial_id"], c["options"]) for c in (t.columns() for t in setup.grid.trials)]
         if "options" not in before or sorted(zip(before.trial_id, before.options, strict=True)) != sorted(now):
             raise ValueError(
                 f"--resume: the trials or their options differ from those of the run in {out}; resume "
                 "with the same grid, --only and --set, or start a new run with another --name"
             )
+    if resume:
+        check_trained_options(setup)
+
+
+def check_trained_options(setup: Setup) -> None:
+    """Every trial with rows was trained with the options it has now: a resumed run never mixes rows trained
+    with other options, whatever its plan.parquet says."""
+    trials, _ = results.read_table(setup.out, "trials")
+    planned = {t.trial_id: t.columns()["options"] for t in setup.grid.trials}
+    for row in trials.dropna(subset=["options"]).itertuples():
+        if row.trial_id not in planned:
+            raise ValueError(
+                f"--resume: {setup.out} holds trial {row.trial_id}, which this grid (with its --only) does not "
+                "plan; resume with the run's grid and --only, or start a new run with another --name"
+            )
+        if planned[row.trial_id] != row.options:
+            raise ValueError(
+                f"--resume: trial {row.trial_id} in {setup.out} was trained with other options ({row.options}); "
+                "resume with the run's --set, or start a new run with another --name"
+            )
 
 
 def check_same_data(out: Path, prepared: pbc.Prepared, *, resume: bool) -> None:
     """A resumed run must train on the data its finished trials used (the same images, tiers and splits)."""
-    if not resume or not (out / "manifest.parquet").is_file():
+    before = results.read_manifest(out) if resume else None
+    if before is None:  # none yet, or damaged (zero bytes): the run writes it again from the data
         return
-    before = pd.read_parquet(out / "manifest.parquet")
     if results.data_fingerprint(before) != results.data_fingerprint(prepared.manifest):
         raise ValueError(
             f"--resume: the data at {prepared.root} is not the data of the run in {out} (other images, "
@@ -205,14 +228,23 @@ def check_same_data(out: Path, prepared: pbc.Prepared, *, resume: bool) -> None:
         )
 
 
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues the run `argv` started: the same arguments, with --resume."""
+    kept = [a for a in argv if a != "--dry-run"]
+    return shlex.join(["python", "-m", "raybench.run", *kept, *([] if "--resume" in kept else ["--resume"])])
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser, args = parse_args(argv)
+    run_lock = None
     try:
-        setup = set_up(args)
+        setup = dataclasses.replace(set_up(args), resume_command=resume_command(argv))
+        preflight.check_environment(args, devices={t.config.device for t in setup.grid.trials})
         if args.dry_run:
             plan = dry_run_plan(setup, args)
             print_table(plan)
-            results.write_plan(setup.out, plan)
+            plan_path = results.write_plan(setup.out, plan, name=results.DRY_RUN_PLAN_FILE)  # the run's own stays
             prepared = prepare_data(setup.grid, args.data, omit_too_big=True)  # the splits, before any training
             print(prepared.report)
             if prepared.report.omitted_tiers:
@@ -221,17 +253,23 @@ def main(argv: list[str] | None = None) -> int:
                     f"the {prepared.report.usable} of {prepared.root}; pass --data (the full dataset: "
                     "python -m raybench.data download DEST)"
                 )
-            print(f"{len(plan)} trials planned -> {setup.out / 'plan.parquet'}")
+            print(f"{len(plan)} trials planned -> {plan_path}")
             return 0
+        run_lock = lock.acquire(setup.out)  # before anything is written there; held until the run returns
         check_resume(setup, resume=args.resume)
         for model in sorted({t.model for t in setup.grid.trials if t.pretrained}):
             models.imagenet_weights(model)  # fetched once here, into torchvision's cache, or a clear error now
         prepared = prepare_data(setup.grid, args.data)
         check_same_data(setup.out, prepared, resume=args.resume)
     except (ValueError, FileNotFoundError) as error:
+        if run_lock is not None:
+            run_lock.release()
         parser.error(str(error))
     print(prepared.report, flush=True)
-    return driver.run_grid(setup, prepared, driver.RunOptions.from_args(args))
+    try:
+        return driver.run_grid(setup, prepared, driver.RunOptions.from_args(args))
+    finally:
+        run_lock.release()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from raybench import console, models, mps, provenance, resources, results, spec
 from raybench import data as pbc
 from raybench import grid as grids
-from raybench.service import callbacks, trainable
+from raybench.service import callbacks, local_ray, trainable
 
 
 def print_table(frame: pd.DataFrame) -> None:
@@ -42,6 +43,7 @@ class Setup:
     gpu_gb: float | None
     drills: dict[str, trainable.FaultDrill]
     grid_file: str | None = None  # for the run's provenance (run.json): its path and sha256
+    resume_command: str = ""  # the command line that continues this run (printed when trials are left unfinished)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,7 +236,10 @@ def run_grid(setup: Setup, prepared: pbc.Prepared, options: RunOptions) -> int:
     except OSError as error:
         if not results.is_disk_full(error):
             raise
-        print(f"python -m raybench.run: error: no space left in {out}: free space and --resume", file=sys.stderr)
+        print(
+            f"python -m raybench.run: error: no space left in {out}: free space and --resume{resume_hint(setup)}",
+            file=sys.stderr,
+        )
         return 2
     uri = mirror_uri(options.storage, name)
     if options.resume and uri is not None:  # the local folder may be gone: the copy in storage holds its trials
@@ -258,13 +263,7 @@ def run_grid(setup: Setup, prepared: pbc.Prepared, options: RunOptions) -> int:
     provenance.record(out, run_info)
     # trials checkpoint often (--checkpoint-every), so Ray snapshots often; that is intended here, not a warning
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # Ray's own output (the workers' logs, its banner) stays in its log files unless --verbose
-    ray.init(
-        address=options.address,
-        num_cpus=None if options.address else options.num_cpus,
-        log_to_driver=options.verbose,
-        logging_level=logging.INFO if options.verbose else logging.WARNING,
-    )
+    init_ray(options)
     if gpu_gb is None and ray.cluster_resources().get("GPU", 0) > 0:  # a cluster whose GPUs are on other nodes
         gpu_gb = ray.get(ray.remote(num_gpus=1)(resources.local_gpu_memory_gb).remote())
     local_gpu = resources.local_gpu_memory_gb() is not None
@@ -291,9 +290,13 @@ def run_grid(setup: Setup, prepared: pbc.Prepared, options: RunOptions) -> int:
         f"{len(plan)} trials; results -> {out}\ncurves: tensorboard --logdir {out / callbacks.TENSORBOARD_DIR}",
         flush=True,
     )
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the run as Ctrl-C does
     try:
         build_tuner(setup, prepared, options, plan=plan, gpu_gb=gpu_gb, sharing=sharing.label).fit()
+    except KeyboardInterrupt:  # a second Ctrl-C cut Tune's own stop short: what ended is saved, the rest resumes
+        print("interrupted", file=sys.stderr, flush=True)
     finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
         ray.shutdown()
         if sharing.mps is not None:
             mps.stop(sharing.mps)
@@ -303,14 +306,65 @@ def run_grid(setup: Setup, prepared: pbc.Prepared, options: RunOptions) -> int:
     except OSError as error:
         if not results.is_disk_full(error):
             raise
-        print(f"python -m raybench.run: error: no space left in {out}: free space and --resume", file=sys.stderr)
+        print(
+            f"python -m raybench.run: error: no space left in {out}: free space and --resume{resume_hint(setup)}",
+            file=sys.stderr,
+        )
         return 1
     copied = copy_results(out, mirror_uri(options.storage, name))
     trials = pd.read_parquet(out / "trials.parquet")
     print(f"\n{len(trials)} trials in {time.time() - started:.0f}s -> {out}")
     columns = ["model", "tier", "pretrained", "variant", "seed", *(c for c in results.SUMMARY_COLUMNS if c != "error")]
     print_table(trials[columns])
+    missing = unfinished_trials(out, list(plan.trial_id))
+    if missing:
+        say_unfinished(missing, setup.resume_command)
+        return UNFINISHED
     return 0 if (trials.status == "ok").all() and copied else 1
+
+
+UNFINISHED = 3  # the exit code of a run that left planned trials without rows (interrupted): --resume continues it
+
+
+def _interrupt(signum, frame) -> None:
+    os.kill(os.getpid(), signal.SIGINT)  # Tune's handler: stop, save the experiment's state, return from fit()
+
+
+def unfinished_trials(out: Path, planned: list[str]) -> list[str]:
+    """The planned trials without rows (ok or failed) in the results folder, in plan order."""
+    done = results.finished_trials(out)
+    return [trial_id for trial_id in planned if trial_id not in done]
+
+
+def resume_hint(setup: Setup) -> str:
+    return f" ({setup.resume_command})" if setup.resume_command else ""
+
+
+def say_unfinished(missing: list[str], resume_command: str) -> None:
+    shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+    print(
+        f"python -m raybench.run: the run is not finished: {len(missing)} planned trial(s) have no results "
+        f"({shown}); continue it with:\n  {resume_command or 'the same command and --resume'}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def init_ray(options: RunOptions) -> None:
+    """Join the cluster at --address (or RAY_ADDRESS), or start Ray here: on 127.0.0.1 only, its token private."""
+    local = options.address is None and not os.environ.get("RAY_ADDRESS")
+    if local:
+        local_ray.bind_to_loopback()
+        local_ray.keep_token_private()
+    # Ray's own output (the workers' logs, its banner) stays in its log files unless --verbose
+    ray.init(
+        address=options.address,
+        num_cpus=None if options.address else options.num_cpus,
+        log_to_driver=options.verbose,
+        logging_level=logging.INFO if options.verbose else logging.WARNING,
+    )
+    if local:
+        local_ray.keep_token_private()  # had Ray written one after all
 
 
 def recover_from_checkpoints(experiment: Path, out: Path, trial_ids: list[str]) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -134,10 +135,10 @@ def tune_trial(
     if finished is not None:  # it had finished before the driver noticed: report it again
         _report({"done": True, **_summary(finished)}, None, result=finished)
         return
-    state = None
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+    state, damage = restore_state(checkpoint)
+    notice = f"its checkpoint is damaged ({damage}): training it again from epoch 1" if damage else ""
+    if notice:
+        print(f"raybench: {trial.trial_id}: {notice}", file=sys.stderr, flush=True)  # the trial's own log
 
     node = ray.get_runtime_context().get_node_id()
     if ray.get_gpu_ids() and not torch.cuda.is_available():
@@ -161,9 +162,12 @@ def tune_trial(
 
     def on_epoch_end(row: dict, trainer: Trainer, start_epoch: int) -> None:
         nonlocal last_saved
+        nonlocal notice
         row["node"] = node  # the Ray node that trained this epoch (it is kept in the history)
         due = time.monotonic() - last_saved >= every or drill is not None
-        _report({**row, "batch_size": trainer.batch_size, "done": False}, trainer if due else None)
+        said = {"notice": notice} if notice else {}  # once, to the driver's console (callbacks.ConsoleCallback)
+        _report({**row, "batch_size": trainer.batch_size, "done": False, **said}, trainer if due else None)
+        notice = ""
         if due:
             last_saved = time.monotonic()
         if drill is not None:
@@ -185,18 +189,42 @@ def _summary(result: results.TrialResult) -> dict:
     return {k: result.trial[k] for k in results.SUMMARY_COLUMNS}
 
 
+def restore_state(checkpoint: tune.Checkpoint | None) -> tuple[dict | None, str]:
+    """The training state in a checkpoint, and "" or why it could not be read (a truncated or damaged state.pt:
+    the trial then trains again from epoch 1, with the same seeds and so the same numbers)."""
+    if checkpoint is None:
+        return None, ""
+    with checkpoint.as_directory() as directory:
+        path = Path(directory) / STATE_FILE
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True), ""
+        except Exception as error:  # torch raises RuntimeError, EOFError, UnpicklingError... for a damaged file
+            return (
+                None,
+                f"{path.name}: {type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}",
+            )
+
+
 def history_from_checkpoint(checkpoint: tune.Checkpoint | None) -> list[dict]:
-    """The epoch rows a trial had trained by its last checkpoint ([] without one)."""
+    """The epoch rows a trial had trained by its last checkpoint ([] without one, or when it is damaged)."""
     if checkpoint is None:
         return []
     with checkpoint.as_directory() as directory:
         path = Path(directory) / HISTORY_FILE
-        return json.loads(path.read_text()) if path.exists() else []
+        try:
+            return json.loads(path.read_text()) if path.exists() else []
+        except (OSError, ValueError):
+            return []
 
 
 def result_from_checkpoint(checkpoint: tune.Checkpoint | None) -> results.TrialResult | None:
-    """The result rows a finished trial left in its last checkpoint (None when it has none)."""
+    """The result rows a finished trial left in its last checkpoint (None when it has none, or they are damaged:
+    the trial then trains again)."""
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as directory:
-        return results.read_trial(Path(directory) / RESULT_DIR)
+        try:
+            return results.read_trial(Path(directory) / RESULT_DIR)
+        except (OSError, ValueError, KeyError) as error:  # pyarrow's ArrowInvalid is a ValueError
+            print(f"raybench: the result rows in {directory} are damaged ({error}); ignored", file=sys.stderr)
+            return None
