@@ -18,8 +18,8 @@ import pandas as pd
 from raybench import data as pbc
 from raybench import grid as grids
 from raybench import models, mps, resources, results, spec
-from raybench.service import driver, trainable
-from raybench.service.driver import Setup, plan_rows, print_table
+from raybench.service import driver, dry_run, trainable
+from raybench.service.driver import Setup, plan_rows
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -211,17 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         setup = set_up(args)
         if args.dry_run:
             plan = dry_run_plan(setup, args)
-            print_table(plan)
-            results.write_plan(setup.out, plan)
             prepared = prepare_data(setup.grid, args.data, omit_too_big=True)  # the splits, before any training
-            print(prepared.report)
-            if prepared.report.omitted_tiers:
-                print(
-                    f"a run would stop here: tier(s) {', '.join(prepared.report.omitted_tiers)} need more images than "
-                    f"the {prepared.report.usable} of {prepared.root}; pass --data (the full dataset: "
-                    "python -m raybench.data download DEST)"
-                )
-            print(f"{len(plan)} trials planned -> {setup.out / 'plan.parquet'}")
+            projected = dry_run.project(setup.grid.trials, plan, prepared, tiers=setup.grid.tiers, args=args)
+            results.write_plan(setup.out, dry_run.with_projection(plan, projected))
+            lines = dry_run.show(setup.grid, plan, prepared, projected=projected, plan_path=setup.out / "plan.parquet")
+            print("\n".join(lines))
             return 0
         check_resume(setup, resume=args.resume)
         for model in sorted({t.model for t in setup.grid.trials if t.pretrained}):
