@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -240,3 +241,41 @@ def test_a_trial_no_node_can_hold_is_refused_at_once(tmp_path):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "lenet5-tiny-seed0 needs 3 CPU" in proc.stderr
     assert time.time() - started < 60
+
+
+def warnings_in(text: str) -> set[str]:
+    """Ray's and Tune's WARNING lines, without their time stamps."""
+    return {line.split(" -- ", 1)[-1] for line in text.splitlines() if "WARNING" in line}
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_how_to_resume_in_one_line_and_the_resume_is_as_quiet_as_a_fresh_run(tmp_path):
+    options = {"max_epochs": 8, "es_patience": 8}
+    write_grid(tmp_path / "cut.py", ["lenet5", "mobilenet_small", "mlpmixer_s32"], options=options, name="cut")
+    cmd = [sys.executable, "-m", "raybench.run", "cut.py", "--results", "results", "--cache", "cache"]
+    cmd += ["--num-cpus", "2", "--checkpoint-every", "0"]  # two at a time: the third has not started at the Ctrl-C
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    driver = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    deadline = time.time() + 180
+    while time.time() < deadline and not list((tmp_path / "results/cut/ray/cut").glob("*/checkpoint_*")):
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+    stopped, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 130, stopped[-3000:]
+    last = stopped.strip().splitlines()[-1]
+    assert "resume with: " in last
+    for noise in ("Tuner.restore", "FileNotFoundError", "Failed to fetch metrics", "0 trials", "Empty DataFrame",
+                  "Traceback", "Stop signal received"):  # fmt: skip
+        assert noise not in stopped, noise
+    resume = shlex.split(last.split("resume with: ", 1)[1])
+    assert resume[-1] == "--resume" and resume[resume.index("-m") + 1 :][:2] == ["raybench.run", "cut.py"]
+    resumed = subprocess.run(resume, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    console = resumed.stdout + resumed.stderr
+    for noise in ("Tuner.restore", "FileNotFoundError", "Failed to fetch metrics", "Traceback"):
+        assert noise not in console, noise
+    assert warnings_in(console) <= warnings_in(stopped)  # nothing a fresh run does not say
+    trials = pd.read_parquet(tmp_path / "results" / "cut" / "trials.parquet")
+    assert sorted(trials.model) == ["lenet5", "mlpmixer_s32", "mobilenet_small"] and (trials.status == "ok").all()

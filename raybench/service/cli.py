@@ -18,7 +18,7 @@ import pandas as pd
 from raybench import data as pbc
 from raybench import grid as grids
 from raybench import models, mps, resources, results, spec
-from raybench.service import driver, dry_run, trainable
+from raybench.service import driver, dry_run, interrupt, trainable
 from raybench.service.driver import Setup, plan_rows
 
 
@@ -225,7 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     print(prepared.report, flush=True)
-    return driver.run_grid(setup, prepared, driver.RunOptions.from_args(args))
+    try:
+        with interrupt.quiet_tune():
+            return driver.run_grid(setup, prepared, driver.RunOptions.from_args(args))
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before Tune started: what finished is saved
+        print(f"\ninterrupted; resume with: {interrupt.resume_command()}", file=sys.stderr, flush=True)
+        return interrupt.INTERRUPTED_EXIT
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from raybench import console, models, mps, provenance, resources, results, spec
 from raybench import data as pbc
 from raybench import grid as grids
-from raybench.service import callbacks, trainable
+from raybench.service import callbacks, interrupt, trainable
 
 
 def print_table(frame: pd.DataFrame) -> None:
@@ -305,6 +305,11 @@ def run_grid(setup: Setup, prepared: pbc.Prepared, options: RunOptions) -> int:
         print(f"python -m raybench.run: error: no space left in {out}: free space and --resume", file=sys.stderr)
         return 1
     copied = copy_results(out, mirror_uri(options.storage, name))
+    ended = len(set(results.finished_trials(out)) & set(plan.trial_id))  # every trial that ends has a row
+    if ended < len(plan):  # Tune stopped before every trial ended: a Ctrl-C (SIGINT)
+        command = interrupt.resume_command()
+        print(f"\ninterrupted with {ended} of {len(plan)} trials ended; resume with: {command}", flush=True)
+        return interrupt.INTERRUPTED_EXIT
     trials = pd.read_parquet(out / "trials.parquet")
     print(f"\n{len(trials)} trials in {time.time() - started:.0f}s -> {out}")
     columns = ["model", "tier", "pretrained", "variant", "seed", *(c for c in results.SUMMARY_COLUMNS if c != "error")]
