@@ -23,6 +23,7 @@ import math
 import os
 import statistics
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +36,10 @@ from raybench.spec import Trial
 from raybench.stopping import EarlyStopping
 
 RUN_START_S = 15.0  # Ray's start, the first actors and the shutdown: benchmark 3, on the 2-core CPU machine
-TIMED_BATCHES = 3  # after one warm-up batch; a configuration slower than SLOW_BATCH_S per batch gets one
+TIMED_BATCHES = 3  # passes of one batch each, after a warm-up pass
+PROBE_IMAGES = 2  # the first pass; a configuration whose full batch would take over SLOW_BATCH_S is timed at this size
 SLOW_BATCH_S = 2.0
+MEASURE_BUDGET_S = 60.0  # of timing per dry run; the configurations left are scaled from those timed, by FLOPs
 COSTS_FILE = "costs.json"
 
 
@@ -160,27 +163,48 @@ def measure_cost(trial: Trial, device: torch.device) -> Cost:
             times.append(time.perf_counter() - start)
         return statistics.median(times)
 
-    def train() -> None:
-        loop.train_one_epoch(model, split.batches(batch), trainer.optimizer, precision=config.precision)
+    def train(data: DeviceSplit, size: int) -> None:
+        loop.train_one_epoch(model, data.batches(size), trainer.optimizer, precision=config.precision)
 
-    def evaluate() -> None:
-        loop.evaluate(model, split.batches(eval_batch), precision=config.precision)
+    def evaluate(data: DeviceSplit, size: int) -> None:
+        loop.evaluate(model, data.batches(size), precision=config.precision)
 
-    # one batch each: split holds max(batch, eval_batch) images, so a pass is ceil(len / batch) batches
-    train_batches, eval_batches = math.ceil(len(split) / batch), math.ceil(len(split) / eval_batch)
-    warm = seconds(train, 1)  # the first pass also allocates and warms caches
-    seconds(evaluate, 1)
-    repeat = 1 if warm > SLOW_BATCH_S * train_batches else TIMED_BATCHES
-    train_s = seconds(train, repeat) / (train_batches * batch)
-    eval_s = seconds(evaluate, repeat) / (eval_batches * eval_batch)
+    # a probe of PROBE_IMAGES first (it also allocates and warms caches): where a full batch would take more than
+    # SLOW_BATCH_S, the cost per image is taken at the probe's size (on a CPU it hardly depends on the batch)
+    probe = _synthetic(min(PROBE_IMAGES, len(split)), trial=trial, device=device)
+    warm = seconds(lambda: train(probe, batch), 1)
+    if warm / len(probe) * batch > SLOW_BATCH_S:
+        timed, batch, eval_batch, repeat = probe, len(probe), len(probe), 1
+    else:
+        timed, repeat = split, TIMED_BATCHES
+        seconds(lambda: train(timed, batch), 1)
+    seconds(lambda: evaluate(timed, eval_batch), 1)
+    train_s = seconds(lambda: train(timed, batch), repeat) / len(timed)
+    eval_s = seconds(lambda: evaluate(timed, eval_batch), repeat) / len(timed)
     return Cost(train_s=train_s, eval_s=eval_s, build_s=build_s)
+
+
+def training_flops(trial: Trial) -> tuple[float, float]:
+    """(training, evaluation) FLOPs per image: the forward pass counted on the meta device (no memory, no weights),
+    3x for a training step (forward and backward), 1x where only a new head trains (finetune="head")."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    meta = torch.device("meta")
+    model = _build(trial, meta)
+    size, colour = trial.config.image_size, trial.config.input == "colour"
+    x = torch.empty(1, 3 if colour else trial.channels, size, size, device=meta)
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    forward = float(counter.get_total_flops())
+    frozen = trial.pretrained and trial.config.finetune == "head"
+    return forward * (1 if frozen else 3), forward
 
 
 class CostTable:
     """Measured costs per device kind, kept in a JSON file so that each configuration is timed once per machine."""
 
     def __init__(self, path: Path | None) -> None:
-        self.path = path
+        self.path, self.spent = path, 0.0  # seconds spent measuring
         self.table: dict[str, dict[str, dict]] = {}
         if path is not None and path.is_file():
             try:
@@ -188,23 +212,33 @@ class CostTable:
             except (OSError, ValueError):  # a damaged cache is measured again
                 self.table = {}
 
-    def cost(self, trial: Trial, device: torch.device, *, threads: int) -> tuple[Cost, bool]:
-        """(the trial's cost, whether it was measured now)."""
+    def cost(
+        self, trial: Trial, device: torch.device, *, threads: int, budget_s: float = math.inf
+    ) -> tuple[Cost | None, bool]:
+        """(the trial's cost, whether it was measured now); (None, False) when it is not known and this table has
+        spent `budget_s` measuring."""
         kind = device_kind(device, threads=threads)
         key = cost_key(trial, eval_batch_size=eval_batch_size(trial, device))
         known = self.table.get(kind, {}).get(key)
         if known is not None:
             return Cost(**known), False
-        before = torch.get_num_threads()
+        if self.spent >= budget_s:
+            return None, False
+        before, started = torch.get_num_threads(), time.perf_counter()
         if device.type == "cpu":
             torch.set_num_threads(threads)
         try:
             cost = measure_cost(trial, device)
         finally:
             torch.set_num_threads(before)
+            self.spent += time.perf_counter() - started
         self.table.setdefault(kind, {})[key] = dataclasses.asdict(cost)
         self.save()
         return cost, True
+
+    def known(self, trial: Trial, device: torch.device, *, threads: int) -> bool:
+        key = cost_key(trial, eval_batch_size=eval_batch_size(trial, device))
+        return key in self.table.get(device_kind(device, threads=threads), {})
 
     def save(self) -> None:
         if self.path is None:
@@ -299,6 +333,12 @@ class Projection:
         ]
         tiers = ", ".join(f"{tier} {hours(t[0])}" for tier, t in self.tiers.items())
         out.append(f"  per tier, each alone: {tiers}")
+        scaled = int((self.trials.cost_source != "measured").sum())
+        if scaled:
+            out.append(
+                f"  {scaled} trial(s) not timed within the {MEASURE_BUDGET_S:.0f} s of timing: scaled from those timed "
+                "by FLOPs per image (the timings are kept: the next dry run times more)"
+            )
         guessed = int((self.trials.epochs_source != "thesis").sum())
         if guessed:
             out.append(f"  {guessed} trial(s) the thesis did not train: the median of its epochs on their tier")
@@ -320,16 +360,34 @@ def project(
     costs: CostTable,
     cpus_per_trial: float = 1.0,
     run_start_s: float = RUN_START_S,
+    budget_s: float = MEASURE_BUDGET_S,
+    announce: typing.Callable[[str], None] | None = None,
 ) -> Projection:
     """The projection of `trials` (with the plan's cpu and gpu per trial) on this machine's devices."""
     threads = max(1, int(cpus_per_trial))
-    rows, measured, kinds = [], 0, set()
     need = {r.trial_id: (float(r.cpu), float(r.gpu)) for r in plan.itertuples()}
-    for trial in trials:
+    work = {r.trial_id: float(r.parameters) * r.image_size**2 * r.batch_size for r in plan.itertuples()}
+    costs_of, measured, kinds = {}, 0, set()
+    if announce is not None:
+        unknown = {
+            cost_key(t, eval_batch_size=eval_batch_size(t, loop.resolve_device(t.config.device)))
+            for t in trials
+            if not costs.known(t, loop.resolve_device(t.config.device), threads=threads)
+        }
+        if unknown:
+            announce(
+                f"timing {len(unknown)} configuration(s) on a few batches each (at most {budget_s:.0f} s; "
+                f"kept in {costs.path})"
+            )
+    for trial in sorted(trials, key=lambda t: work.get(t.trial_id, 0.0)):  # the cheapest first, within the budget
         device = loop.resolve_device(trial.config.device)
-        cost, fresh = costs.cost(trial, device, threads=threads)
-        measured += fresh
         kinds.add(device_kind(device, threads=threads))
+        costs_of[trial.trial_id], fresh = costs.cost(trial, device, threads=threads, budget_s=budget_s)
+        measured += fresh
+    scaled = fill_by_flops(trials, costs_of)
+    rows = []
+    for trial in trials:
+        cost = costs_of[trial.trial_id]
         n_train, n_val, n_test = split_sizes[trial.tier]
         epoch_s = n_train * cost.train_s + n_val * cost.eval_s
         fixed = cost.build_s + n_test * cost.eval_s
@@ -342,6 +400,7 @@ def project(
                 "epochs_low": epochs.low,
                 "epochs_high": epochs.high,
                 "epochs_source": epochs.source,
+                "cost_source": "scaled by FLOPs" if trial.trial_id in scaled else "measured",
                 "epoch_seconds": epoch_s,
                 "seconds": fixed + epochs.expected * epoch_s,
                 "seconds_low": fixed + epochs.low * epoch_s,
@@ -358,6 +417,27 @@ def project(
     total, at_once = wall(frame)
     tiers = {tier: wall(frame[frame.tier == tier])[0] for tier in dict.fromkeys(frame.tier)}
     return Projection(frame, tiers, total, at_once, slots, " and ".join(sorted(kinds)), measured)
+
+
+def fill_by_flops(trials: list[Trial], costs_of: dict[str, Cost | None]) -> set[str]:
+    """Give every trial without a measured cost one scaled from the measured ones by FLOPs per image (the median
+    seconds per FLOP of those measured); the ids of those scaled."""
+    missing = [t for t in trials if costs_of[t.trial_id] is None]
+    if not missing:
+        return set()
+    flops = {}
+    for t in trials:
+        key = (t.model, t.pretrained, t.config.finetune, t.config.image_size, t.channels, t.config.input)
+        flops[t.trial_id] = flops.get(key) or training_flops(t)
+        flops[key] = flops[t.trial_id]
+    known = [t for t in trials if costs_of[t.trial_id] is not None]
+    per_train = statistics.median(costs_of[t.trial_id].train_s / flops[t.trial_id][0] for t in known)
+    per_eval = statistics.median(costs_of[t.trial_id].eval_s / flops[t.trial_id][1] for t in known)
+    build = statistics.median(costs_of[t.trial_id].build_s for t in known)
+    for t in missing:
+        train, evaluation = flops[t.trial_id]
+        costs_of[t.trial_id] = Cost(train_s=per_train * train, eval_s=per_eval * evaluation, build_s=build)
+    return {t.trial_id for t in missing}
 
 
 def split_sizes(manifest: pd.DataFrame, tiers: dict[str, int | None]) -> dict[str, tuple[int, int, int]]:

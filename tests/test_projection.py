@@ -62,7 +62,7 @@ def test_a_long_trial_and_short_ones_share_the_slots_in_grid_order():
 
 def test_the_cost_is_measured_once_per_device_kind_and_kept(tmp_path):
     table = projection.CostTable(tmp_path / "costs.json")
-    t = trial("lenet5", image_size=32, batch_size=8)
+    t = trial("resnet_18", image_size=32, batch_size=8)
     cost, fresh = table.cost(t, torch.device("cpu"), threads=1)
     assert fresh and cost.train_s > 0 and cost.eval_s > 0 and cost.build_s > 0
     assert cost.train_s > cost.eval_s  # a training image also goes backward
@@ -70,13 +70,27 @@ def test_the_cost_is_measured_once_per_device_kind_and_kept(tmp_path):
     assert not fresh and again == cost
     kinds = json.loads((tmp_path / "costs.json").read_text())
     assert list(kinds) == [projection.device_kind(torch.device("cpu"), threads=1)]
-    other, fresh = table.cost(trial("lenet5", image_size=192, batch_size=8), torch.device("cpu"), threads=1)
-    assert fresh and other.train_s > cost.train_s  # 36 times the pixels
+    other, fresh = table.cost(trial("resnet_18", image_size=128, batch_size=8), torch.device("cpu"), threads=1)
+    assert fresh and other.train_s > cost.train_s  # 16 times the pixels
+
+
+def test_configurations_past_the_timing_budget_are_scaled_by_flops(tmp_path):
+    timed, untimed = trial("lenet5", image_size=64), trial("resnet_18", image_size=64)
+    costs = {timed.trial_id: projection.Cost(train_s=0.01, eval_s=0.004, build_s=0.1), untimed.trial_id: None}
+    assert projection.fill_by_flops([timed, untimed], costs) == {untimed.trial_id}
+    (lenet_train, lenet_eval), (resnet_train, resnet_eval) = map(projection.training_flops, (timed, untimed))
+    assert costs[untimed.trial_id].train_s == pytest.approx(0.01 * resnet_train / lenet_train)
+    assert costs[untimed.trial_id].eval_s == pytest.approx(0.004 * resnet_eval / lenet_eval)
+    assert resnet_train == pytest.approx(3 * resnet_eval)  # forward and backward
+    table = projection.CostTable(tmp_path / "costs.json")
+    table.spent = 61.0
+    assert table.cost(untimed, torch.device("cpu"), threads=1, budget_s=60.0) == (None, False)
 
 
 def test_the_dry_run_says_how_long_first_and_keeps_each_trial_to_a_short_row(tmp_path, capsys):
     assert run.main([QUICKSTART, "--dry-run", "--results", str(tmp_path), "--cache", str(tmp_path / "c")]) == 0
     lines = capsys.readouterr().out.splitlines()
+    assert lines.pop(0).startswith("timing 4 configuration(s)")  # a fresh cost table: each timed once
     assert lines[0].startswith("quickstart: 4 trials, 4 models on tier(s) tiny")
     assert lines[1].startswith("projected time on cpu") and "up to 2 trial(s) at once" in lines[1]
     options = [line for line in lines if "options that differ from the thesis" in line]

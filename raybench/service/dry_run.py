@@ -141,12 +141,19 @@ def project(trials, plan: pd.DataFrame, prepared: pbc.Prepared, *, tiers: dict, 
     costs = projection.cost_table(args.cache)
     slots = projection.local_slots(num_cpus=args.num_cpus, max_concurrent=args.max_concurrent)
     return projection.project(
-        list(trials), plan, split_sizes=sizes, slots=slots, costs=costs, cpus_per_trial=args.cpus_per_trial
+        list(trials),
+        plan,
+        split_sizes=sizes,
+        slots=slots,
+        costs=costs,
+        cpus_per_trial=args.cpus_per_trial,
+        announce=lambda line: print(line, flush=True),
     )
 
 
 def with_projection(plan: pd.DataFrame, projected: projection.Projection) -> pd.DataFrame:
     """The plan with each trial's projected epochs and seconds (expected, low, high) as columns."""
-    columns = ["epochs", "epochs_low", "epochs_high", "epochs_source", "seconds", "seconds_low", "seconds_high"]
+    columns = ["epochs", "epochs_low", "epochs_high", "epochs_source", "cost_source", "seconds", "seconds_low"]
+    columns.append("seconds_high")
     extra = projected.trials.set_index("trial_id")[columns].add_prefix("projected_")
     return plan.join(extra, on="trial_id")
