@@ -42,7 +42,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help=f"training option for every trial; keys: {', '.join(spec.config_keys())}",
+        help=f"training option for every trial (repeat for several); the options with their defaults: "
+        f"{spec.describe_options()}",
     )
     parser.add_argument(
         "--inject-failure",
@@ -86,7 +87,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument(
         "--mlflow",
         metavar="TRACKING_URI",
-        help="also log every trial's parameters and curves to this MLflow tracking server (pip install mlflow)",
+        help="also log every trial's parameters and curves to this MLflow tracking server (needs the mlflow extra: "
+        "pip install -e '.[mlflow]')",
     )
     parser.add_argument(
         "--address", help="join a running Ray cluster ('auto' on a cluster's head node); default: start Ray here"
@@ -222,8 +224,9 @@ def main(argv: list[str] | None = None) -> int:
             models.imagenet_weights(model)  # fetched once here, into torchvision's cache, or a clear error now
         prepared = prepare_data(setup.grid, args.data)
         check_same_data(setup.out, prepared, resume=args.resume)
-    except (ValueError, FileNotFoundError) as error:
-        parser.error(str(error))
+    except (ValueError, FileNotFoundError) as error:  # one line: the usage would push it out of sight
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(prepared.report, flush=True)
     try:
         with interrupt.quiet_tune():
