@@ -195,10 +195,11 @@ def final_table(trials: pd.DataFrame, *, tier_order: typing.Sequence[str] = ()) 
     return [line(heads), *(line(c) for c in cells)]
 
 
-def next_commands(out: Path, *, tensorboard_dir: str = "tensorboard") -> list[str]:
-    """What to run next, with the file it writes."""
+def next_commands(out: Path, *, tensorboard_dir: str = "tensorboard", logs: str = "logs") -> list[str]:
+    """What to look at next: the report (and the file it writes), the curves, the tables, each trial's output."""
     return [
-        f"report:      raybench report {out}   (writes {out / 'report' / 'report.html'})",
-        f"curves:      tensorboard --logdir {out / tensorboard_dir}",
-        f"in pandas:   pd.read_parquet('{out / 'trials.parquet'}')",
+        f"raybench report {out}   # writes {out / 'report' / 'report.html'}",
+        f"tensorboard --logdir {out / tensorboard_dir}",
+        f"python -c \"import pandas as pd; print(pd.read_parquet('{out / 'trials.parquet'}'))\"",
+        f"each trial's stdout and stderr: {out / logs}/TRIAL_ID/",
     ]

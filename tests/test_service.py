@@ -54,6 +54,7 @@ def read(results: Path):
     }
 
 
+@pytest.mark.slow  # the dry run times the configurations it projects (at most 60 s) and counts the rest's FLOPs
 def test_thesis_grid_dry_run_plans_99_trials_with_the_thesis_counts(tmp_path):
     proc = run(ROOT / "grids" / "thesis.py", "--dry-run", cwd=tmp_path, env={"CUDA_VISIBLE_DEVICES": ""})
     plan = pd.read_parquet(tmp_path / "results" / "thesis" / "plan.parquet")
@@ -66,6 +67,9 @@ def test_thesis_grid_dry_run_plans_99_trials_with_the_thesis_counts(tmp_path):
     assert (counted == merged.parameters_thesis).all()
     assert (merged.batch_size == merged.batch_size_thesis).all()
     assert (plan.gpu == 0).all() and (plan.cpu == 1).all()  # no GPU here: trials ask for none
+    # how long: every trial projected, the thesis's epoch counts as they are (its stopping window and cap)
+    assert (plan.projected_seconds > 0).all() and (merged.projected_epochs == merged.epochs).all()
+    assert "projected time on cpu" in proc.stdout and "per tier, each alone: large" in proc.stdout
 
 
 def test_bad_grid_and_options_are_refused_before_anything_runs(tmp_path):
@@ -232,6 +236,19 @@ def test_failing_trial_gets_a_failed_row_and_a_flaky_one_recovers(tmp_path):
     assert list(failed.epoch) == list(range(1, int(trials.loc["mobilenet_small", "epochs"]) + 1)) and len(failed) >= 2
     mixer = epochs[epochs.trial_id == "mlpmixer_s32-tiny-seed0"]
     assert list(mixer.epoch) == list(range(1, int(trials.loc["mlpmixer_s32", "epochs"]) + 1))
+    # the failed trial's line says where its output is, and it is there, in the results folder
+    log = tmp_path / "results" / "faults" / "logs" / "mobilenet_small-tiny-seed0"
+    failed_line = next(line for line in proc.stdout.splitlines() if line.startswith("FAILED mobilenet_small"))
+    assert failed_line.endswith(f"(log: {log}/)") and "injected failure" in (log / "error.txt").read_text()
+    assert (log / "stdout").is_file() and (log / "stderr").is_file()
+    # the end leads somewhere: a readable table (status shown, as one failed), then the next commands
+    out = tmp_path / "results" / "faults"
+    table = proc.stdout[proc.stdout.index("3 trials in") :].splitlines()
+    assert table[1].split() == ["tier", "model", "status", "epochs", "tested", "epoch", "test", "accuracy", "mAP@5",
+                                "mAP@100", "time"]  # fmt: skip
+    assert [row.split()[1] for row in table[2:5]][2] == "mobilenet_small"  # by accuracy; the failed one last
+    assert f"raybench report {out}   # writes {out / 'report' / 'report.html'}" in proc.stdout
+    assert f"tensorboard --logdir {out / 'tensorboard'}" in proc.stdout
 
 
 def test_a_trial_no_node_can_hold_is_refused_at_once(tmp_path):

@@ -228,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     print(prepared.report, flush=True)
+    same = dry_run.same_tiers_warning(prepared, setup.grid.tiers)
+    if same:
+        print(f"warning: {same}", flush=True)
     try:
         with interrupt.quiet_tune():
             return driver.run_grid(setup, prepared, driver.RunOptions.from_args(args))

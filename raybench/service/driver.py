@@ -26,11 +26,6 @@ from raybench import grid as grids
 from raybench.service import callbacks, interrupt, trainable
 
 
-def print_table(frame: pd.DataFrame) -> None:
-    with pd.option_context("display.max_rows", None, "display.width", 250, "display.max_columns", None):
-        print(frame.to_string(index=False), flush=True)
-
-
 @dataclasses.dataclass(frozen=True)
 class Setup:
     """Everything a run needs before Ray starts: the grid, where results go, the GPU memory and the drills."""
@@ -182,7 +177,7 @@ def build_tuner(
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     run_callbacks = [
         callbacks.ResultsCallback(out, specs, mirror=mirror_uri(options.storage, name)),
-        callbacks.ConsoleCallback(progress),
+        callbacks.ConsoleCallback(progress, out=out),
         callbacks.CurvesCallback(out, specs),
         CSVLoggerCallback(),
         JsonLoggerCallback(),
@@ -311,9 +306,10 @@ def run_grid(setup: Setup, prepared: pbc.Prepared, options: RunOptions) -> int:
         print(f"\ninterrupted with {ended} of {len(plan)} trials ended; resume with: {command}", flush=True)
         return interrupt.INTERRUPTED_EXIT
     trials = pd.read_parquet(out / "trials.parquet")
-    print(f"\n{len(trials)} trials in {time.time() - started:.0f}s -> {out}")
-    columns = ["model", "tier", "pretrained", "variant", "seed", *(c for c in results.SUMMARY_COLUMNS if c != "error")]
-    print_table(trials[columns])
+    trials = trials[trials.trial_id.isin(plan.trial_id)]  # this run's trials (a folder may hold others, --only)
+    print(f"\n{len(trials)} trials in {console.duration(time.time() - started)} -> {out}")
+    print("\n".join(console.final_table(trials, tier_order=list(setup.grid.tiers))))
+    print("\nnext:\n" + "\n".join(f"  {line}" for line in console.next_commands(out, logs=callbacks.LOGS_DIR)))
     return 0 if (trials.status == "ok").all() and copied else 1
 
 
