@@ -127,3 +127,17 @@ def test_set_help_lists_every_option_with_its_default_and_choices(capsys):
     assert "max_epochs=100" in text and "precision='tf32' (tf32|fp32|bf16)" in text and "lr=0.1" in text
     assert "optimizer='sgd' (sgd|momentum|nesterov|adamw)" in text
     assert "pip install -e '.[mlflow]'" in text  # the extra the README names
+
+
+def test_the_resume_command_is_the_command_as_started_with_resume():
+    import shlex
+    import sys
+
+    from raybench.service.interrupt import resume_command
+
+    console_script = resume_command(["/nowhere/.venv/bin/raybench", "run", "grids/q.py", "--set", "lr=0.01 x"])
+    assert shlex.split(console_script) == ["/nowhere/.venv/bin/raybench", "run", "grids/q.py", "--set", "lr=0.01 x",
+                                           "--resume"]  # fmt: skip
+    module = shlex.split(resume_command(["/src/raybench/run.py", "grids/q.py", "--resume", "--name", "n"]))
+    assert module[1:] == ["-m", "raybench.run", "grids/q.py", "--resume", "--name", "n"]  # --resume once
+    assert module[0] in ("python", sys.executable)
