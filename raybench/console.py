@@ -12,6 +12,8 @@ import dataclasses
 import json
 import math
 import time
+import typing
+from pathlib import Path
 
 import pandas as pd
 
@@ -143,3 +145,61 @@ class GridProgress:
 
 def _options(row) -> dict:
     return json.loads(row.options) if isinstance(getattr(row, "options", None), str) else {}
+
+
+def final_table(trials: pd.DataFrame, *, tier_order: typing.Sequence[str] = ()) -> list[str]:
+    """The end of a run: one row per trial, by tier (the grid's order) then test accuracy, best first; the tested
+    epoch, accuracy and mAP to 3 decimals, the training time; a column only where it says something."""
+    if trials.empty:
+        return []
+    frame = trials.copy()
+    order = {t: i for i, t in enumerate(dict.fromkeys([*tier_order, *frame.tier]))}
+    frame["_tier"] = frame.tier.map(order)
+    frame = frame.sort_values(["_tier", "test_accuracy"], ascending=[True, False], na_position="last")
+    columns: list[tuple[str, typing.Callable]] = [("tier", str), ("model", str)]
+    if frame.pretrained.any():
+        columns.append(("pretrained", lambda v: "yes" if v else ""))
+    if (frame.variant.fillna("") != "").any():
+        columns.append(("variant", str))
+    if frame.seed.nunique() > 1:
+        columns.append(("seed", str))
+    if (frame.status != "ok").any():
+        columns.append(("status", str))
+
+    def number(v) -> str:
+        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+    def whole(v) -> str:
+        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{int(v)}"
+
+    columns += [
+        ("epochs", whole),
+        ("tested_epoch", whole),
+        ("test_accuracy", number),
+        ("map_at_5", number),
+        ("map_at_100", number),
+        ("train_seconds", lambda v: "" if v is None or v != v else duration(v)),
+    ]
+    titles = {"tested_epoch": "tested epoch", "test_accuracy": "test accuracy", "map_at_5": "mAP@5",
+              "map_at_100": "mAP@100", "train_seconds": "time"}  # fmt: skip
+    cells = [[fmt(getattr(row, name)) for name, fmt in columns] for row in frame.itertuples()]
+    heads = [titles.get(name, name) for name, _ in columns]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(heads)]
+    left = 2 + ("pretrained" in dict(columns)) + ("variant" in dict(columns))  # text columns, left-aligned
+
+    def line(values: list[str]) -> str:
+        return "  ".join(
+            v.ljust(w) if i < left else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        ).rstrip()
+
+    return [line(heads), *(line(c) for c in cells)]
+
+
+def next_commands(out: Path, *, tensorboard_dir: str = "tensorboard", logs: str = "logs") -> list[str]:
+    """What to look at next: the report (and the file it writes), the curves, the tables, each trial's output."""
+    return [
+        f"raybench report {out}   # writes {out / 'report' / 'report.html'}",
+        f"tensorboard --logdir {out / tensorboard_dir}",
+        f"python -c \"import pandas as pd; print(pd.read_parquet('{out / 'trials.parquet'}'))\"",
+        f"each trial's stdout and stderr: {out / logs}/TRIAL_ID/",
+    ]

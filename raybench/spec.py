@@ -143,6 +143,24 @@ def config_keys() -> list[str]:
     return [f.name for f in dataclasses.fields(TrainConfig)]
 
 
+def describe_options() -> str:
+    """Every training option with its default (the thesis's) and, where it takes one of a few names, the others:
+    `--set`'s help."""
+    parts = []
+    for field in dataclasses.fields(TrainConfig):
+        text = f"{field.name}={field.default!r}" if isinstance(field.default, str) else f"{field.name}={field.default}"
+        if field.name in CHOICES:
+            text += f" ({'|'.join(CHOICES[field.name])})"
+        elif field.name == "split_rule":
+            text += f" ({'|'.join(catalog.SPLIT_RULES)})"
+        elif field.name == "device":
+            text += " (auto|cpu|cuda|cuda:N|mps|xpu)"
+        elif field.name == "augment":
+            text += f" ('' or +-joined {'|'.join(AUGMENTATIONS)})"
+        parts.append(text)
+    return ", ".join(parts)
+
+
 def parse_overrides(items: Iterable[str]) -> dict[str, typing.Any]:
     """Turn ["max_epochs=5", "precision=bf16"] into typed TrainConfig overrides; unknown keys are errors."""
     out: dict[str, typing.Any] = {}

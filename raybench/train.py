@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help=f"training option; keys: {', '.join(spec.config_keys())}",
+        help=f"training option (repeat for several); the options with their defaults: {spec.describe_options()}",
     )
     parser.add_argument(
         "--cache", default=str(default_cache_dir()), help="decode-once image cache folder (default: %(default)s)"
@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             tiers=pbc.tiers_for(args.tier),
         )
     except ValueError as error:
-        parser.error(str(error))
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)  # one line, without the usage before it
+        raise SystemExit(2) from None
     print(prepared.report, flush=True)
 
     def show(row: dict, trainer: Trainer) -> None:

@@ -49,3 +49,45 @@ def test_counts_eta_and_lines_follow_the_trials():
         "FAILED resnet_18-tiny-seed0: RuntimeError: boom"
     )
     assert progress.counts() == {"done": 1, "running": 0, "pending": 1, "failed": 1}
+
+
+def test_the_final_table_reads_by_tier_then_accuracy_with_three_decimals_and_no_empty_columns():
+    from raybench.console import final_table
+
+    rows = [("resnet_18", "tiny", 0.713043, 20), ("lenet5", "tiny", 0.565217, 16), ("lenet5", "large", 0.2, 3),
+            ("mlpmixer_s32", "tiny", 0.8, 9)]  # fmt: skip
+    trials = pd.DataFrame(
+        [
+            {
+                "model": m,
+                "tier": t,
+                "pretrained": False,
+                "variant": "",
+                "seed": 0,
+                "status": "ok",
+                "epochs": 20,
+                "tested_epoch": e,
+                "test_accuracy": a,
+                "map_at_5": 0.475,
+                "map_at_100": 0.08125,
+                "train_seconds": 34.3,
+            }
+            for m, t, a, e in rows
+        ]
+    )
+    header, *lines = final_table(trials, tier_order=["large", "medium", "small", "tiny"])
+    assert header.split() == ["tier", "model", "epochs", "tested", "epoch", "test", "accuracy", "mAP@5", "mAP@100",
+                              "time"]  # fmt: skip
+    assert [line.split()[:2] for line in lines] == [["large", "lenet5"], ["tiny", "mlpmixer_s32"],
+                                                    ["tiny", "resnet_18"], ["tiny", "lenet5"]]  # fmt: skip
+    assert lines[2].split()[2:] == ["20", "20", "0.713", "0.475", "0.081", "34s"]
+    assert "variant" not in header and "pretrained" not in header and "seed" not in header  # nothing to say
+    assert all(len(line) < 120 for line in lines)
+
+
+def test_the_next_commands_name_the_report_html_and_the_curves(tmp_path):
+    from raybench.console import next_commands
+
+    lines = next_commands(tmp_path / "quickstart")
+    assert lines[0] == f"raybench report {tmp_path / 'quickstart'}   # writes {tmp_path}/quickstart/report/report.html"
+    assert lines[1] == f"tensorboard --logdir {tmp_path / 'quickstart' / 'tensorboard'}"

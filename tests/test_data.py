@@ -610,3 +610,16 @@ def test_the_colour_cache_is_rgb_and_keyed_apart_from_the_grey_one(embedded, tmp
         luminance = np.rint(0.2989 * full[0] + 0.587 * full[1] + 0.114 * full[2])
         np.testing.assert_array_equal(luminance, data.preprocess(img))  # the same crop, before the luminance
         np.testing.assert_array_equal(colour[0], cache.preprocess_colour(img, SIZE))
+
+
+def test_data_prepare_takes_split_seed_and_keeps_seed_as_a_hidden_alias(capsys):
+    from raybench.data.__main__ import main
+
+    assert main(["prepare", "--split-seed", "3"]) == 0
+    assert "(split seed 3," in capsys.readouterr().out
+    assert main(["prepare", "--seed", "4"]) == 0
+    assert "(split seed 4," in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["prepare", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--split-seed" in help_text and "--seed " not in help_text

@@ -29,11 +29,12 @@ ALLOWED = {
     "train": {"catalog", "data", "loop", "results", "spec", "trial"},
     "report": {"catalog", "metrics", "provenance", "report", "results"},
     "console": {"spec", "stopping"},
+    "projection": {"batches", "catalog", "loop", "models", "provenance", "spec", "stopping"},  # how long: the dry run
     "mps": set(),
     "provenance": {"files"},
     "service": {
         *("console", "data", "grid", "loop", "models", "mps", "provenance", "resources", "results", "service"),
-        *("spec", "trial"),
+        *("projection", "spec", "trial"),
     },
     "run": {"service"},
     "__main__": {"data", "report", "service", "train"},  # the `raybench` command: each subcommand's own main

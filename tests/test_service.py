@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 THESIS = pd.read_csv(ROOT / "raybench" / "thesis" / "results.csv")
 
 
+@pytest.mark.slow  # the dry run times the configurations it projects (at most 60 s) and counts the rest's FLOPs
 def test_thesis_grid_dry_run_plans_99_trials_with_the_thesis_counts(tmp_path):
     proc = run(ROOT / "grids" / "thesis.py", "--dry-run", cwd=tmp_path, env={"CUDA_VISIBLE_DEVICES": ""})
     plan = pd.read_parquet(tmp_path / "results" / "thesis" / "plan.dry-run.parquet")
@@ -32,6 +34,9 @@ def test_thesis_grid_dry_run_plans_99_trials_with_the_thesis_counts(tmp_path):
     assert (counted == merged.parameters_thesis).all()
     assert (merged.batch_size == merged.batch_size_thesis).all()
     assert (plan.gpu == 0).all() and (plan.cpu == 1).all()  # no GPU here: trials ask for none
+    # how long: every trial projected, the thesis's epoch counts as they are (its stopping window and cap)
+    assert (plan.projected_seconds > 0).all() and (merged.projected_epochs == merged.epochs).all()
+    assert "projected time on cpu" in proc.stdout and "per tier, each alone: large" in proc.stdout
 
 
 def test_bad_grid_and_options_are_refused_before_anything_runs(tmp_path):
@@ -200,6 +205,19 @@ def test_failing_trial_gets_a_failed_row_and_a_flaky_one_recovers(tmp_path):
     assert list(failed.epoch) == list(range(1, int(trials.loc["mobilenet_small", "epochs"]) + 1)) and len(failed) >= 2
     mixer = epochs[epochs.trial_id == "mlpmixer_s32-tiny-seed0"]
     assert list(mixer.epoch) == list(range(1, int(trials.loc["mlpmixer_s32", "epochs"]) + 1))
+    # the failed trial's line says where its output is, and it is there, in the results folder
+    log = tmp_path / "results" / "faults" / "logs" / "mobilenet_small-tiny-seed0"
+    failed_line = next(line for line in proc.stdout.splitlines() if line.startswith("FAILED mobilenet_small"))
+    assert failed_line.endswith(f"(log: {log}/)") and "injected failure" in (log / "error.txt").read_text()
+    assert (log / "stdout").is_file() and (log / "stderr").is_file()
+    # the end leads somewhere: a readable table (status shown, as one failed), then the next commands
+    out = tmp_path / "results" / "faults"
+    table = proc.stdout[proc.stdout.index("3 trials in") :].splitlines()
+    assert table[1].split() == ["tier", "model", "status", "epochs", "tested", "epoch", "test", "accuracy", "mAP@5",
+                                "mAP@100", "time"]  # fmt: skip
+    assert [row.split()[1] for row in table[2:5]][2] == "mobilenet_small"  # by accuracy; the failed one last
+    assert f"raybench report {out}   # writes {out / 'report' / 'report.html'}" in proc.stdout
+    assert f"tensorboard --logdir {out / 'tensorboard'}" in proc.stdout
 
 
 def test_a_trial_no_node_can_hold_is_refused_at_once(tmp_path):
@@ -209,3 +227,41 @@ def test_a_trial_no_node_can_hold_is_refused_at_once(tmp_path):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "lenet5-tiny-seed0 needs 3 CPU" in proc.stderr
     assert time.time() - started < 60
+
+
+def warnings_in(text: str) -> set[str]:
+    """Ray's and Tune's WARNING lines, without their time stamps."""
+    return {line.split(" -- ", 1)[-1] for line in text.splitlines() if "WARNING" in line}
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_how_to_resume_in_one_line_and_the_resume_is_as_quiet_as_a_fresh_run(tmp_path):
+    options = {"max_epochs": 8, "es_patience": 8}
+    write_grid(tmp_path / "cut.py", ["lenet5", "mobilenet_small", "mlpmixer_s32"], options=options, name="cut")
+    cmd = [sys.executable, "-m", "raybench.run", "cut.py", "--results", "results", "--cache", "cache"]
+    cmd += ["--num-cpus", "2", "--checkpoint-every", "0"]  # two at a time: the third has not started at the Ctrl-C
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    driver = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    deadline = time.time() + 180
+    while time.time() < deadline and not list((tmp_path / "results/cut/ray/cut").glob("*/checkpoint_*")):
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+    stopped, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 3, stopped[-3000:]  # not finished: --resume goes on
+    last = stopped.strip().splitlines()[-1]
+    assert "resume with: " in last
+    for noise in ("Tuner.restore", "FileNotFoundError", "Failed to fetch metrics", "0 trials", "Empty DataFrame",
+                  "Traceback", "Stop signal received"):  # fmt: skip
+        assert noise not in stopped, noise
+    resume = shlex.split(last.split("resume with: ", 1)[1])
+    assert resume[-1] == "--resume" and resume[resume.index("-m") + 1 :][:2] == ["raybench.run", "cut.py"]
+    resumed = subprocess.run(resume, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    console = resumed.stdout + resumed.stderr
+    for noise in ("Tuner.restore", "FileNotFoundError", "Failed to fetch metrics", "Traceback"):
+        assert noise not in console, noise
+    assert warnings_in(console) <= warnings_in(stopped)  # nothing a fresh run does not say
+    trials = pd.read_parquet(tmp_path / "results" / "cut" / "trials.parquet")
+    assert sorted(trials.model) == ["lenet5", "mlpmixer_s32", "mobilenet_small"] and (trials.status == "ok").all()

@@ -112,3 +112,34 @@ def test_resume_with_other_options_and_a_new_run_over_old_results_are_refused(tm
     finished = results.TrialResult({"trial_id": "lenet5-tiny-seed0", "status": "ok"}, [], [])
     results.write_trial(tmp_path / "quickstart", finished)
     assert "already holds results of a run" in refused(argv, capsys)
+
+
+def test_a_refusal_is_one_line_without_the_usage_before_it(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run.main([QUICKSTART, "--results", str(tmp_path), "--only", "vit"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and "matches no trial" in err[0]
+    assert err[0].startswith("python -m raybench.run: error:")
+
+
+def test_set_help_lists_every_option_with_its_default_and_choices(capsys):
+    with pytest.raises(SystemExit):
+        run.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help
+    assert "max_epochs=100" in text and "precision='tf32' (tf32|fp32|bf16)" in text and "lr=0.1" in text
+    assert "optimizer='sgd' (sgd|momentum|nesterov|adamw)" in text
+    assert "pip install -e '.[mlflow]'" in text  # the extra the README names
+
+
+def test_the_resume_command_is_the_command_as_started_with_resume():
+    import shlex
+    import sys
+
+    from raybench.service.interrupt import resume_command
+
+    console_script = resume_command(["/nowhere/.venv/bin/raybench", "run", "grids/q.py", "--set", "lr=0.01 x"])
+    assert shlex.split(console_script) == ["/nowhere/.venv/bin/raybench", "run", "grids/q.py", "--set", "lr=0.01 x",
+                                           "--resume"]  # fmt: skip
+    module = shlex.split(resume_command(["/src/raybench/run.py", "grids/q.py", "--resume", "--name", "n"]))
+    assert module[1:] == ["-m", "raybench.run", "grids/q.py", "--resume", "--name", "n"]  # --resume once
+    assert module[0] in ("python", sys.executable)

@@ -32,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     prep.add_argument(
         "data", nargs="?", help="PBC_dataset_normal_DIB folder, its parent or the .zip (default: embedded sample)"
     )
-    prep.add_argument("--seed", type=int, default=0, help="split seed (default: %(default)s)")
+    prep.add_argument(
+        "--split-seed", type=int, default=0, help="the seed of the tiers' and splits' draw (default: %(default)s)"
+    )
+    prep.add_argument("--seed", type=int, dest="split_seed", help=argparse.SUPPRESS)  # its former name
     args = parser.parse_args(argv)
     try:
         if args.command == "download":
@@ -40,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DataWarning)  # the report lists every skipped and dropped file
-                print(prepare(args.data, seed=args.seed).report)
+                print(prepare(args.data, seed=args.split_seed).report)
     except (ValueError, DownloadError, OSError) as error:  # one line, as argparse reports a bad argument
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2

@@ -111,5 +111,5 @@ def main(argv: list[str] | None = None) -> int:
     report = build_report(results, thesis, tiers=args.tiers, filters=filters, claims=claims)
     write_report(report, out)
     seconds = time.perf_counter() - started
-    print(f"{len(report.tables)} tables, {len(report.plots)} figures in {seconds:.1f}s -> {out / 'report.md'}")
+    print(f"{len(report.tables)} tables, {len(report.plots)} figures in {seconds:.1f}s -> {out / 'report.html'}")
     return 0

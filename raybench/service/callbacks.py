@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import shutil
 import sys
 import time
 import traceback
@@ -21,6 +22,30 @@ from raybench.service import trainable
 from raybench.spec import Trial
 
 TENSORBOARD_DIR = "tensorboard"
+LOGS_DIR = "logs"  # RESULTS/NAME/logs/TRIAL_ID/{stdout,stderr}: each trial's own output, copied when it ends
+
+
+def copy_trial_logs(trial, out: Path) -> Path | None:
+    """Copy a trial's stdout and stderr (Ray writes them in its working directory on the node it ran on) and Tune's
+    error.txt (its failures' tracebacks) into OUT/logs/TRIAL_ID/; that folder, or None where none of them is on
+    this machine (a trial on another node of a cluster)."""
+    files = []
+    try:
+        folder = Path(trial.storage.trial_working_directory)
+        files += [folder / name for name in ("stdout", "stderr")]
+    except Exception:  # no storage context: the trial never started
+        pass
+    error_file = getattr(trial, "error_file", None)
+    if error_file:
+        files.append(Path(error_file))
+    files = [f for f in files if f.is_file()]
+    if not files:
+        return None
+    target = out / LOGS_DIR / trial.config["trial_id"]
+    target.mkdir(parents=True, exist_ok=True)
+    for file in files:
+        shutil.copyfile(file, target / file.name)
+    return target
 
 
 def never_raises(method):
@@ -112,8 +137,15 @@ class ResultsCallback(tune.Callback):
 class ConsoleCallback(tune.Callback):
     """The grid's live view (console.GridProgress): a status block at most every `every` seconds, a line per end."""
 
-    def __init__(self, progress: console.GridProgress, *, every: float = 30.0) -> None:
-        self.progress, self.every, self.shown = progress, every, -math.inf
+    def __init__(self, progress: console.GridProgress, *, every: float = 30.0, out: Path | None = None) -> None:
+        self.progress, self.every, self.shown, self.out = progress, every, -math.inf, out
+
+    def logs(self, trial) -> str:
+        """Where the trial's stdout and stderr are now (copied into the results folder where they are here)."""
+        copied = copy_trial_logs(trial, self.out) if self.out is not None else None
+        if copied is not None:
+            return f"{copied}/"
+        return f"the stdout and stderr of trial {trial.config['trial_id']} on the node it ran on (Ray's dashboard)"
 
     def show(self, *, force: bool = False) -> None:
         if force or time.monotonic() - self.shown >= self.every:
@@ -136,12 +168,15 @@ class ConsoleCallback(tune.Callback):
         last = trial.last_result or {}
         status = last.get("status", "ok") if last.get("done") else "failed"
         row = last if status == "ok" else {"error": last.get("error") or "ended without results"}
-        print(self.progress.trial_ended(trial.config["trial_id"], status, row), flush=True)
+        line = self.progress.trial_ended(trial.config["trial_id"], status, row)
+        log = self.logs(trial)
+        print(line if status == "ok" else f"{line} (log: {log})", flush=True)
 
     @never_raises
     def on_trial_error(self, iteration, trials, trial, **info):
         error = trial.get_error()
-        print(self.progress.trial_ended(trial.config["trial_id"], "failed", {"error": str(error or "")}), flush=True)
+        line = self.progress.trial_ended(trial.config["trial_id"], "failed", {"error": str(error or "")})
+        print(f"{line} (log: {self.logs(trial)})", flush=True)
 
     @never_raises
     def on_step_end(self, iteration, trials, **info):

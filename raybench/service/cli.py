@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import shlex
 import sys
 from pathlib import Path
 
@@ -20,8 +19,8 @@ import pandas as pd
 from raybench import data as pbc
 from raybench import grid as grids
 from raybench import models, mps, resources, results, spec
-from raybench.service import driver, lock, preflight, trainable
-from raybench.service.driver import Setup, plan_rows, print_table
+from raybench.service import driver, dry_run, interrupt, lock, preflight, trainable
+from raybench.service.driver import Setup, plan_rows
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -44,7 +43,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help=f"training option for every trial; keys: {', '.join(spec.config_keys())}",
+        help=f"training option for every trial (repeat for several); the options with their defaults: "
+        f"{spec.describe_options()}",
     )
     parser.add_argument(
         "--inject-failure",
@@ -89,7 +89,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument(
         "--mlflow",
         metavar="TRACKING_URI",
-        help="also log every trial's parameters and curves to this MLflow tracking server (pip install mlflow)",
+        help="also log every trial's parameters and curves to this MLflow tracking server (needs the mlflow extra: "
+        "pip install -e '.[mlflow]')",
     )
     parser.add_argument(
         "--address", help="join a running Ray cluster ('auto' on a cluster's head node); default: start Ray here"
@@ -229,9 +230,10 @@ def check_same_data(out: Path, prepared: pbc.Prepared, *, resume: bool) -> None:
 
 
 def resume_command(argv: list[str]) -> str:
-    """The command line that continues the run `argv` started: the same arguments, with --resume."""
-    kept = [a for a in argv if a != "--dry-run"]
-    return shlex.join(["python", "-m", "raybench.run", *kept, *([] if "--resume" in kept else ["--resume"])])
+    """The command line that continues the run `argv` started: as it was started (`raybench run ...` or `python -m
+    raybench.run ...`, from this process's command line when `argv` is its tail), with --resume."""
+    started = sys.argv if argv and sys.argv[-len(argv) :] == argv else ["raybench.run", *argv]
+    return interrupt.resume_command(started)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,17 +245,11 @@ def main(argv: list[str] | None = None) -> int:
         preflight.check_environment(args, devices={t.config.device for t in setup.grid.trials})
         if args.dry_run:
             plan = dry_run_plan(setup, args)
-            print_table(plan)
-            plan_path = results.write_plan(setup.out, plan, name=results.DRY_RUN_PLAN_FILE)  # the run's own stays
             prepared = prepare_data(setup.grid, args.data, omit_too_big=True)  # the splits, before any training
-            print(prepared.report)
-            if prepared.report.omitted_tiers:
-                print(
-                    f"a run would stop here: tier(s) {', '.join(prepared.report.omitted_tiers)} need more images than "
-                    f"the {prepared.report.usable} of {prepared.root}; pass --data (the full dataset: "
-                    "python -m raybench.data download DEST)"
-                )
-            print(f"{len(plan)} trials planned -> {plan_path}")
+            projected = dry_run.project(setup.grid.trials, plan, prepared, tiers=setup.grid.tiers, args=args)
+            plan = dry_run.with_projection(plan, projected)
+            plan_path = results.write_plan(setup.out, plan, name=results.DRY_RUN_PLAN_FILE)  # the run's own stays
+            print("\n".join(dry_run.show(setup.grid, plan, prepared, projected=projected, plan_path=plan_path)))
             return 0
         run_lock = lock.acquire(setup.out)  # before anything is written there; held until the run returns
         check_resume(setup, resume=args.resume)
@@ -261,13 +257,21 @@ def main(argv: list[str] | None = None) -> int:
             models.imagenet_weights(model)  # fetched once here, into torchvision's cache, or a clear error now
         prepared = prepare_data(setup.grid, args.data)
         check_same_data(setup.out, prepared, resume=args.resume)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError) as error:  # one line: the usage would push it out of sight
         if run_lock is not None:
             run_lock.release()
-        parser.error(str(error))
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(prepared.report, flush=True)
+    same = dry_run.same_tiers_warning(prepared, setup.grid.tiers)
+    if same:
+        print(f"warning: {same}", flush=True)
     try:
-        return driver.run_grid(setup, prepared, driver.RunOptions.from_args(args))
+        with interrupt.quiet_tune():
+            return driver.run_grid(setup, prepared, driver.RunOptions.from_args(args))
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before Tune started: what finished is saved
+        print(f"\nthe run is not finished; resume with: {setup.resume_command}", file=sys.stderr, flush=True)
+        return interrupt.UNFINISHED
     finally:
         run_lock.release()
 

@@ -25,12 +25,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from raybench import console, models, mps, provenance, resources, results, spec
 from raybench import data as pbc
 from raybench import grid as grids
-from raybench.service import callbacks, local_ray, trainable
-
-
-def print_table(frame: pd.DataFrame) -> None:
-    with pd.option_context("display.max_rows", None, "display.width", 250, "display.max_columns", None):
-        print(frame.to_string(index=False), flush=True)
+from raybench.service import callbacks, interrupt, local_ray, trainable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,7 +180,7 @@ def build_tuner(
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     run_callbacks = [
         callbacks.ResultsCallback(out, specs, mirror=mirror_uri(options.storage, name)),
-        callbacks.ConsoleCallback(progress),
+        callbacks.ConsoleCallback(progress, out=out),
         callbacks.CurvesCallback(out, specs),
         CSVLoggerCallback(),
         JsonLoggerCallback(),
@@ -312,18 +307,19 @@ def run_grid(setup: Setup, prepared: pbc.Prepared, options: RunOptions) -> int:
         )
         return 1
     copied = copy_results(out, mirror_uri(options.storage, name))
-    trials = pd.read_parquet(out / "trials.parquet")
-    print(f"\n{len(trials)} trials in {time.time() - started:.0f}s -> {out}")
-    columns = ["model", "tier", "pretrained", "variant", "seed", *(c for c in results.SUMMARY_COLUMNS if c != "error")]
-    print_table(trials[columns])
     missing = unfinished_trials(out, list(plan.trial_id))
-    if missing:
-        say_unfinished(missing, setup.resume_command)
+    if missing:  # Tune stopped before every trial ended (Ctrl-C, SIGTERM): one line, then the exit code that says so
+        say_unfinished(missing, len(plan), setup.resume_command or interrupt.resume_command())
         return UNFINISHED
+    trials = pd.read_parquet(out / "trials.parquet")
+    trials = trials[trials.trial_id.isin(plan.trial_id)]  # this run's trials (a folder may hold others, --only)
+    print(f"\n{len(trials)} trials in {console.duration(time.time() - started)} -> {out}")
+    print("\n".join(console.final_table(trials, tier_order=list(setup.grid.tiers))))
+    print("\nnext:\n" + "\n".join(f"  {line}" for line in console.next_commands(out, logs=callbacks.LOGS_DIR)))
     return 0 if (trials.status == "ok").all() and copied else 1
 
 
-UNFINISHED = 3  # the exit code of a run that left planned trials without rows (interrupted): --resume continues it
+UNFINISHED = interrupt.UNFINISHED
 
 
 def _interrupt(signum, frame) -> None:
@@ -340,11 +336,11 @@ def resume_hint(setup: Setup) -> str:
     return f" ({setup.resume_command})" if setup.resume_command else ""
 
 
-def say_unfinished(missing: list[str], resume_command: str) -> None:
-    shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+def say_unfinished(missing: list[str], planned: int, resume_command: str) -> None:
+    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
     print(
-        f"python -m raybench.run: the run is not finished: {len(missing)} planned trial(s) have no results "
-        f"({shown}); continue it with:\n  {resume_command or 'the same command and --resume'}",
+        f"\nthe run is not finished: {planned - len(missing)} of {planned} trials ended, none yet for {shown}; "
+        f"resume with: {resume_command}",
         file=sys.stderr,
         flush=True,
     )
