@@ -518,3 +518,24 @@ def test_settings_that_differ_from_the_thesis_open_the_report(written):
     assert "**Not the thesis's setup**" in top
     for note in ("image_size 32 (thesis: 352)", "max_epochs 3 (thesis: 100)", "es_start 0 (thesis: 10)"):
         assert note in top
+
+
+def test_the_contents_link_every_section_to_its_heading(written):
+    page = (written / "report.html").read_text()
+    nav = re.search(r"<nav class='contents'>(.*?)</nav>", page).group(1)
+    targets = re.findall(r"href='#([^']+)'", nav)
+    ids = re.findall(r"<h[23] id='([^']+)'>", page)
+    assert targets and sorted(targets) == sorted(ids)  # every section and subsection, each once
+    assert len(set(ids)) == len(ids) and page.index("<nav") < page.index("<h2")
+    sections = re.findall(r"<h2 id='[^']+'>(.*?)</h2>", page)
+    assert "Summary" in sections and "Method" in sections and len(re.findall(r"<li>", nav)) == len(sections)
+    # report.md: GitHub's anchors (lower case, punctuation dropped, spaces to '-', repeats numbered)
+    markdown = (written / "report.md").read_text()
+    seen: dict[str, int] = {}
+    anchors = []
+    for text in re.findall(r"^#{2,3} (.+)$", markdown, flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", text.replace("`", "").lower()).replace(" ", "-")
+        anchors.append(f"{slug}-{seen[slug]}" if slug in seen else slug)
+        seen[slug] = seen.get(slug, 0) + 1
+    links = re.findall(r"\]\(#([^)]+)\)", markdown.split("## ")[0])
+    assert sorted(links) == sorted(anchors) == sorted(ids)
