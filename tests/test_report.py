@@ -539,3 +539,32 @@ def test_the_contents_link_every_section_to_its_heading(written):
         seen[slug] = seen.get(slug, 0) + 1
     links = re.findall(r"\]\(#([^)]+)\)", markdown.split("## ")[0])
     assert sorted(links) == sorted(anchors) == sorted(ids)
+
+
+def expected_leaderboard(trials: pd.DataFrame, top: int = 3) -> pd.DataFrame:
+    """The leaderboard computed directly: mean and 95% t-interval of the finished seeds, the best `top` per tier."""
+    ok = trials[trials.status == "ok"]
+    stats = ok.groupby(["tier", "pretrained", "model"]).test_accuracy.agg(["mean", "std", "count"]).reset_index()
+    t95 = {2: 12.7062, 3: 4.3027, 4: 3.1824}
+    half = [
+        t95[n] * sd / math.sqrt(n) if n > 1 else math.nan for sd, n in zip(stats["std"], stats["count"], strict=True)
+    ]
+    stats = stats.assign(low=(stats["mean"] - half).clip(lower=0), high=(stats["mean"] + half).clip(upper=1))
+    stats = stats.sort_values("mean", ascending=False, kind="stable")
+    return stats.groupby(["tier", "pretrained"], sort=False).head(top)
+
+
+def test_the_leaderboard_is_the_best_configurations_of_each_tier_beside_the_thesis(written, run_folder):
+    board = csv(written, "table_leaderboard")
+    expected = expected_leaderboard(pd.read_parquet(run_folder / "trials.parquet"))
+    assert list(board.model) == list(expected.model) and list(board["rank"]) == [1, 2]
+    assert np.allclose(board.accuracy, expected["mean"]) and list(board.seeds_ok) == list(expected["count"])
+    assert np.allclose(board.accuracy_low, expected.low, equal_nan=True)
+    assert np.allclose(board.accuracy_high, expected.high, equal_nan=True)
+    published = THESIS.results.query("tier == 'tiny' and not pretrained").set_index("model").test_accuracy
+    assert np.allclose(board.thesis_accuracy, published[board.model])
+    assert list(board.thesis_rank) == [int(published.rank(ascending=False, method="min")[m]) for m in board.model]
+    markdown = (written / "report.md").read_text()
+    assert markdown.index("## Summary") < markdown.index("## Leaderboard") < markdown.index("## Tier tiny")
+    lenet = expected.set_index("model").loc["lenet5"]
+    assert f"| {lenet['mean']:.3f} [{lenet.low:.3f}, {lenet.high:.3f}] | 0.313 |" in markdown  # 2 seeds: an interval

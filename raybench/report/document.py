@@ -48,6 +48,7 @@ from raybench.report.tables import (
     architecture_table,
     change_table,
     instability_table,
+    leaderboard_table,
     map_table,
     tier_table,
     trials_table,
@@ -175,6 +176,13 @@ def _opening(ctx: Context) -> list[Block]:
     ]
 
 
+def _leaderboard(ctx: Context) -> list[Block]:
+    """The best configurations of each tier, beside the thesis's numbers for them."""
+    if not (ctx.comparison.seeds_ok > 0).any():
+        return []
+    return [Heading(2, "Leaderboard"), leaderboard_table(ctx.comparison, ctx.thesis)]
+
+
 def _environment(ctx: Context) -> list[Block]:
     """Where the numbers came from (run.json): the software, the code's commit, the command and the machine."""
     runs = ctx.everything.runs
@@ -299,6 +307,7 @@ Section = Callable[[Context], list[Block]]
 # the document, in order; a run with no baseline trial of the thesis's models has nothing to compare with chapter 5
 SECTIONS: tuple[Section, ...] = (
     _opening,
+    _leaderboard,
     _environment,
     _overview,
     _unstable,

@@ -84,11 +84,20 @@ _CSS = (
     "body{font-family:system-ui,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;color:#222}\n"
     "table{border-collapse:collapse;font-size:12px;margin:.5em 0}"
     "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}\n"
-    "td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}tr:nth-child(even){background:#fafafa}\n"
+    "td:first-child,th:first-child,td.t{text-align:left}th{background:#f3f3f3}tr:nth-child(even){background:#fafafa}\n"
     "figure{margin:1em 0}img{max-width:100%}figcaption,.note{font-size:13px;color:#555}\n"
     "nav.contents{font-size:14px;background:#f7f7f7;padding:.4em 1em;border:1px solid #e3e3e3}"
     "nav.contents ul{margin:.3em 0;padding-left:1.2em;columns:2}nav.contents li{break-inside:avoid}"
 )
+
+
+NUMBER = re.compile(r"^[-+×–]?[\d.,]+(\*|%| pp| of \d+)?( \[.*\])?$|^–$")
+
+
+def _cell(text: str) -> str:
+    """A table cell: numbers right-aligned (the table's default), words left-aligned."""
+    align = "" if NUMBER.match(str(text)) else " class='t'"
+    return f"<td{align}>{_inline(text)}</td>"
 
 
 def render_html(report: Report) -> str:
@@ -115,7 +124,7 @@ def render_html(report: Report) -> str:
             parts.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in block.items) + "</ul>")
         elif isinstance(block, Table):
             head = "".join(f"<th>{_inline(h)}</th>" for h in block.headers)
-            body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in block.rows)
+            body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in block.rows)
             parts.append(
                 f"<h4>{_inline(block.title)} <a href='tables/{block.key}.csv'>CSV</a></h4>"
                 f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -102,15 +102,6 @@ def summary(
         items.append(
             "Agreement with the thesis: no finished configuration has a published counterpart to compare with."
         )
-    for (tier, pretrained), g in groups(comparison):
-        done, theirs = g[g.seeds_ok > 0], g[g.thesis_accuracy.notna()]
-        if len(done):
-            ours = done.loc[done.accuracy.idxmax()]
-            line = f"Best in tier {tier}{' (pretrained)' if pretrained else ''}: {ours.model} {ours.accuracy:.3f}"
-            if len(theirs):
-                best = theirs.loc[theirs.thesis_accuracy.idxmax()]
-                line += f" (the thesis's best among these configurations: {best.model} {best.thesis_accuracy:.3f})"
-            items.append(line + ".")
     speed = comparison[(comparison.seeds_ok > 0) & comparison.seconds_per_epoch_ratio.notna()]
     for device, g in speed.groupby("device"):
         ratio = g.seconds_per_epoch_ratio
