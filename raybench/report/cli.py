@@ -71,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         help="only these models or architectures (e.g. resnet_18 MobileNetV3)",
     )
     parser.add_argument("--tiers", nargs="+", default=[], metavar="TIER", help="only these tiers (e.g. tiny small)")
+    parser.add_argument(
+        "--all-configurations",
+        action="store_true",
+        help="also list the thesis's configurations this run did not run or plan (as missing) in tables and figures",
+    )
     parser.add_argument("--out", help="report folder (default: RESULTS/report)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -82,7 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     chosen = (("models", args.models), ("tiers", args.tiers))
     filters = "; ".join(f"{name}: {' '.join(values)}" for name, values in chosen if values)
-    report = build_report(results, thesis, tiers=args.tiers, filters=f" (filtered to {filters})" if filters else "")
+    report = build_report(
+        results,
+        thesis,
+        tiers=args.tiers,
+        filters=f" (filtered to {filters})" if filters else "",
+        all_configurations=args.all_configurations,
+    )
     write_report(report, out)
     seconds = time.perf_counter() - started
     print(f"{len(report.tables)} tables, {len(report.plots)} figures in {seconds:.1f}s -> {out / 'report.md'}")
