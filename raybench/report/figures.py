@@ -73,6 +73,7 @@ def place_labels(ax, items, *, candidates=AROUND, fontsize: float = 7, avoid=(),
                 ha=ha,
                 va="center" if far else "baseline",
                 arrowprops=line,
+                bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.75},
             )
             label.set_in_layout(False)
             label.update_positions(renderer)

@@ -86,6 +86,8 @@ _CSS = (
     "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}\n"
     "td:first-child,th:first-child,td.t{text-align:left}th{background:#f3f3f3}tr:nth-child(even){background:#fafafa}\n"
     "figure{margin:1em 0}img{max-width:100%}figcaption,.note{font-size:13px;color:#555}\n"
+    "figure.half{display:inline-block;vertical-align:top;max-width:49%;margin:.5em .5% .5em 0}"
+    ".scroll{overflow-x:auto}\n"
     "nav.contents{font-size:14px;background:#f7f7f7;padding:.4em 1em;border:1px solid #e3e3e3}"
     "nav.contents ul{margin:.3em 0;padding-left:1.2em;columns:2}nav.contents li{break-inside:avoid}"
 )
@@ -98,6 +100,9 @@ def _cell(text: str) -> str:
     """A table cell: numbers right-aligned (the table's default), words left-aligned."""
     align = "" if NUMBER.match(str(text)) else " class='t'"
     return f"<td{align}>{_inline(text)}</td>"
+
+
+HALF_WIDTH = 8.0  # inches: figures this narrow sit two to a row in report.html
 
 
 def render_html(report: Report) -> str:
@@ -127,12 +132,13 @@ def render_html(report: Report) -> str:
             body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in block.rows)
             parts.append(
                 f"<h4>{_inline(block.title)} <a href='tables/{block.key}.csv'>CSV</a></h4>"
-                f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+                f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
                 f"<p class='note'>{_inline(block.note)}</p>"
             )
         elif isinstance(block, Plot):
+            size = "half" if block.figure.get_size_inches()[0] <= HALF_WIDTH else "full"
             parts.append(
-                f"<figure><img src='figures/{block.key}.png' alt='{html.escape(block.key)}'>"
+                f"<figure class='{size}'><img src='figures/{block.key}.png' alt='{html.escape(block.key)}'>"
                 f"<figcaption>{_inline(block.caption)}</figcaption></figure>"
             )
     return "\n".join([*parts, "</body></html>"])
