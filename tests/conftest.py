@@ -140,11 +140,12 @@ def server(monkeypatch):
     httpd.server_close()
 
 
-def synthetic_results(out: Path, trials, *, seeds=(0,), n_test: int = 48, lr_steps: bool = True, rng_seed: int = 0):
-    """A results folder for `trials` (spec.Trial) and `seeds`, synthesised through the real writers (plan, trials,
-    epochs and predictions Parquet): each trial near the thesis's accuracy for its configuration (chance where it
-    has none), the thesis's epoch count and time per epoch, consistent confusion matrices and logits, and a
-    plateau schedule that divides the learning rate by 10 every 15 epochs (`lr_steps`; else it stays at 0.1)."""
+def synthetic_results(out: Path, trials, *, seeds=None, n_test: int = 48, lr_steps: bool = True, rng_seed: int = 0):
+    """A results folder for `trials` (spec.Trial; each with its own seed, or with each of `seeds`), synthesised
+    through the real writers (plan, trials, epochs and predictions Parquet): each trial near the thesis's accuracy
+    for its configuration (chance where it has none), the thesis's epoch count and time per epoch, consistent
+    confusion matrices and logits, and a plateau schedule that divides the learning rate by 10 every 15 epochs
+    (`lr_steps`; else it stays at 0.1)."""
     from raybench import results as results_
 
     published = {
@@ -153,7 +154,7 @@ def synthetic_results(out: Path, trials, *, seeds=(0,), n_test: int = 48, lr_ste
     rng = np.random.default_rng(rng_seed)
     plan, written = [], []
     for base in trials:
-        for seed in seeds:
+        for seed in (base.seed,) if seeds is None else seeds:
             trial = spec.dataclasses.replace(base, seed=seed)
             columns = trial.columns()
             plan.append(columns)

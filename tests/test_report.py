@@ -1,5 +1,6 @@
 """The report on a real results folder: three short trials of the one-trial runner on the embedded images."""
 
+import dataclasses
 import math
 import re
 import shutil
@@ -9,10 +10,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import ROOT, synthetic_results
 from matplotlib.text import Text
 from PIL import Image
 
-from raybench import catalog, report, results, train
+from raybench import catalog, grid, report, results, train
 from raybench.report import figures as report_figures
 from raybench.report.inputs import ARCHITECTURE_OF
 from raybench.spec import Trial
@@ -592,8 +594,6 @@ def test_configurations_not_run_are_left_out_unless_asked(written, written_all):
 
 @pytest.mark.parametrize("steps", [False, True])
 def test_a_learning_rate_that_never_changes_is_one_line_not_a_figure(tmp_path, steps):
-    from conftest import synthetic_results
-
     trials = [Trial("lenet5", "tiny"), Trial("resnet_18", "tiny")]
     folder = synthetic_results(tmp_path / "run", trials, n_test=16, lr_steps=steps)
     built = report.build_report(report.read_results(folder), THESIS)
@@ -675,3 +675,31 @@ def test_the_accuracy_scatter_labels_what_can_be_read_and_nothing_overlaps():
     assert drawn <= set(ranked.head(report_figures.SCATTER_LABELS).label)
     few = scatter_comparison(THESIS.results.query("tier == 'tiny' and not pretrained").head(4), seed=1)
     assert len(label_boxes(report_figures.accuracy_scatter(few))) == 4  # a handful of points: each labelled
+
+
+@pytest.mark.slow
+def test_the_thesis_grid_s_report_reads_at_a_glance(tmp_path):
+    """The report of the thesis grid's 99 trials (synthesised through the real writers), two seeds of the tiny tier."""
+    trials = grid.load_grid(ROOT / "grids" / "thesis.py").trials
+    tiny = [dataclasses.replace(t, seed=1) for t in trials if t.tier == "tiny" and not t.pretrained]
+    folder = synthetic_results(tmp_path / "thesis", [*trials, *tiny], n_test=24)  # and a second seed on tiny
+    out = tmp_path / "report"
+    assert report.main([str(folder), "--out", str(out)]) == 0
+    board = csv(out, "table_leaderboard")
+    trials = pd.read_parquet(folder / "trials.parquet")
+    expected = expected_leaderboard(trials)
+    for (tier, pretrained), mine in board.groupby(["tier", "pretrained"], sort=False):
+        theirs = expected[(expected.tier == tier) & (expected.pretrained == pretrained)]
+        assert np.allclose(mine.accuracy, theirs["mean"])  # the top 3 accuracies (ties may swap models)
+        assert np.allclose(mine.accuracy_low, theirs.low, equal_nan=True)
+    stats = expected_leaderboard(trials, top=99).set_index(["tier", "pretrained", "model"])
+    for r in board.itertuples():
+        assert r.accuracy == pytest.approx(stats.loc[(r.tier, r.pretrained, r.model), "mean"])
+    assert list(board.tier.unique()) == ["large", "medium", "small", "tiny"] and board.pretrained.sum() == 3
+    assert board[(board.tier == "tiny") & ~board.pretrained].accuracy_low.notna().all()  # two seeds: an interval
+    markdown = (out / "report.md").read_text()
+    assert "Not in this run" not in markdown and "| **MISSING** |" not in markdown
+    figures = {p.stem for p in (out / "figures").glob("*.png")}
+    assert {"learning_rate_large", "training_size_resnet", "epoch_time_mobilenetv3"} <= figures
+    points = csv(out, "accuracy_vs_thesis")
+    assert len(points) == 99 and list(points.priority) == list(range(1, 100))

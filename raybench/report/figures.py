@@ -380,7 +380,7 @@ def heatmap_figure(comparison: pd.DataFrame) -> Figure:
     return fig
 
 
-SCATTER_LABELS = 14  # labels tried on the accuracy scatter; more would not be read
+SCATTER_LABELS = 18  # labels tried on the accuracy scatter; more would not be read
 
 
 def scatter_points(comparison: pd.DataFrame) -> pd.DataFrame:
@@ -401,8 +401,10 @@ def scatter_points(comparison: pd.DataFrame) -> pd.DataFrame:
 
 def accuracy_scatter(comparison: pd.DataFrame) -> Figure:
     """Our accuracy against the thesis's, with the 95% Wilson band of the thesis's number at our test size; the
-    best of each tier and the points furthest from the thesis's are labelled, as many as can be read."""
-    fig = _figure(7.6, 5.2)
+    best of each tier and the points furthest from the thesis's are labelled, as many as can be read (a larger
+    figure for a larger grid, so that more can)."""
+    crowded = int((comparison.seeds_ok > 0).sum()) > 25
+    fig = _figure(11.0, 7.6) if crowded else _figure(7.6, 5.2)
     ax = fig.add_subplot()
     both = scatter_points(comparison)
     p = np.linspace(0, 1, 201)

@@ -83,7 +83,7 @@ def _inline(text: str) -> str:
 _CSS = (
     "body{font-family:system-ui,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;color:#222}\n"
     "table{border-collapse:collapse;font-size:12px;margin:.5em 0}"
-    "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}\n"
+    "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td{white-space:nowrap}\n"
     "td:first-child,th:first-child,td.t{text-align:left}th{background:#f3f3f3}tr:nth-child(even){background:#fafafa}\n"
     "figure{margin:1em 0}img{max-width:100%}figcaption,.note{font-size:13px;color:#555}\n"
     "figure.half{display:inline-block;vertical-align:top;max-width:49%;margin:.5em .5% .5em 0}"
