@@ -703,3 +703,16 @@ def test_the_thesis_grid_s_report_reads_at_a_glance(tmp_path):
     assert {"learning_rate_large", "training_size_resnet", "epoch_time_mobilenetv3"} <= figures
     points = csv(out, "accuracy_vs_thesis")
     assert len(points) == 99 and list(points.priority) == list(range(1, 100))
+
+
+def test_the_thesis_s_nearly_equal_mobilenet_lines_are_told_apart():
+    published = THESIS.results
+    rows = published[published.model.isin(["mobilenet_small", "mobilenet_large"]) & ~published.pretrained]
+    comparison = scatter_comparison(rows).assign(n_train=lambda f: f.tier.map(lambda t: catalog.TIER_SPLITS[t][0]))
+    ax = report_figures.size_figure(comparison, THESIS, "MobileNetV3").axes[0]
+    theirs = [line for line in ax.lines if line.get_markerfacecolor() == "white" and len(line.get_xdata()) == 4]
+    assert len(theirs) == 2  # the thesis's line of each model: on tiny both are 0.174
+    small, large = theirs
+    assert small.get_marker() != large.get_marker() and small._dash_pattern != large._dash_pattern
+    assert not np.allclose(small.get_xdata(), large.get_xdata())  # side by side, not on top of each other
+    assert np.allclose(sorted(small.get_ydata()), sorted(rows[rows.model == "mobilenet_small"].test_accuracy))
