@@ -84,7 +84,7 @@ _CSS = (
     "body{font-family:system-ui,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;color:#222}\n"
     "table{border-collapse:collapse;font-size:12px;margin:.5em 0}"
     "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td{white-space:nowrap}\n"
-    "td:first-child,th:first-child,td.t{text-align:left}th{background:#f3f3f3}tr:nth-child(even){background:#fafafa}\n"
+    "td:first-child,th:first-child,td.t,th.t{text-align:left}th{background:#f3f3f3}tr:nth-child(even){background:#fafafa}\n"
     "figure{margin:1em 0}img{max-width:100%}figcaption,.note{font-size:13px;color:#555}\n"
     "figure.half{display:inline-block;vertical-align:top;max-width:49%;margin:.5em .5% .5em 0}"
     ".scroll{overflow-x:auto}\n"
@@ -128,7 +128,11 @@ def render_html(report: Report) -> str:
         elif isinstance(block, Bullets):
             parts.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in block.items) + "</ul>")
         elif isinstance(block, Table):
-            head = "".join(f"<th>{_inline(h)}</th>" for h in block.headers)
+            first = block.rows[0] if block.rows else []
+            text = {k for k, c in enumerate(first) if not NUMBER.match(str(c))}  # columns of words: left-aligned
+            head = "".join(
+                ("<th class='t'>" if k in text else "<th>") + f"{_inline(h)}</th>" for k, h in enumerate(block.headers)
+            )
             body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in block.rows)
             parts.append(
                 f"<h4>{_inline(block.title)} <a href='tables/{block.key}.csv'>CSV</a></h4>"
