@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import ROOT, synthetic_results
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 from PIL import Image
 
@@ -605,8 +606,8 @@ def test_a_learning_rate_that_never_changes_is_one_line_not_a_figure(tmp_path, s
 
 def label_boxes(figure):
     """The window extents of the labels written on a figure's first axes (after drawing it)."""
+    renderer = FigureCanvasAgg(figure).get_renderer()
     figure.draw_without_rendering()
-    renderer = figure.canvas.get_renderer()
     texts = figure.axes[0].texts
     for text in texts:
         text.update_positions(renderer)
