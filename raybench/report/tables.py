@@ -218,10 +218,7 @@ def map_table(comparison: pd.DataFrame, thesis: Thesis, *, tier: str, pretrained
     shown = []
     for _, r in data.iterrows():
         best = " and ".join(who for who, flag in (("ours", r["our_best"]), ("thesis's", r["thesis_best"])) if flag)
-        if r["seeds_ok"]:
-            accuracy = fmt(r["accuracy"], "acc")
-        else:
-            accuracy = "**not in this run**" if is_missing(r.get("status")) else f"**{str(r['status']).upper()}**"
+        accuracy = fmt(r["accuracy"], "acc") if r["seeds_ok"] else f"**{str(r['status']).upper()}**"
         shown.append(
             [
                 r["architecture"],
