@@ -575,7 +575,7 @@ def test_configurations_not_run_are_left_out_unless_asked(written, written_all):
     markdown = (written / "report.md").read_text()
     summary = markdown.split("## Summary")[1].split("## ")[0]
     assert (
-        "Not in this run: 97 of the thesis's 99 configurations (tiers large, medium, small: none), left out of the "
+        "Not in this run: 97 of the thesis's 99 configurations (none on tiers large, medium, small), left out of the "
         "tables and figures (--all-configurations lists them)." in summary
     )
     assert set(csv(written, "table_5.7_tiny").model) == {"lenet5", "mobilenet_small"}
@@ -583,7 +583,7 @@ def test_configurations_not_run_are_left_out_unless_asked(written, written_all):
     assert len(csv(written, "table_a.1_trials")) == 3 and "MISSING" not in markdown and "thesis only" not in markdown
     assert not (written / "tables" / "table_5.15_tiny.csv").exists() and "### ResNet" not in markdown
     everything = (written_all / "report.md").read_text()
-    assert "Not in this run: 97 of the thesis's 99 configurations (tiers large, medium, small: none), listed as " in (
+    assert "Not in this run: 97 of the thesis's 99 configurations (none on tiers large, medium, small), listed as " in (
         everything
     )
     assert len(csv(written_all, "table_5.7_tiny")) == 22 and len(csv(written_all, "table_5.15_tiny")) == 11

@@ -109,7 +109,7 @@ def summary(trials: pd.DataFrame, comparison: pd.DataFrame, *, has_plan: bool) -
 def not_run_line(not_run: pd.DataFrame, thesis, *, ran_tiers: set[str], listed: bool) -> str:
     """How many of the thesis's configurations this run neither ran nor planned, and where they are."""
     tiers = [t for t in catalog.TIER_SPLITS if t in set(not_run.tier) and t not in ran_tiers]
-    none = f" (tiers {', '.join(tiers)}: none)" if tiers else ""
+    none = f" (none on tier{'s' if len(tiers) > 1 else ''} {', '.join(tiers)})" if tiers else ""
     where = (
         "listed as missing (--all-configurations)"
         if listed
