@@ -1,5 +1,6 @@
 """The report on a real results folder: three short trials of the one-trial runner on the embedded images."""
 
+import dataclasses
 import math
 import re
 import shutil
@@ -9,9 +10,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import ROOT, synthetic_results
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.text import Text
 from PIL import Image
 
-from raybench import catalog, report, results, train
+from raybench import catalog, grid, report, results, train
 from raybench.report import figures as report_figures
 from raybench.report.inputs import ARCHITECTURE_OF
 from raybench.spec import Trial
@@ -84,6 +88,14 @@ def written(run_folder):
     return run_folder / "report"
 
 
+@pytest.fixture(scope="session")
+def written_all(run_folder, tmp_path_factory):
+    """The report of the plan-less folder with --all-configurations: every thesis configuration."""
+    out = tmp_path_factory.mktemp("all") / "report"
+    assert report.main([str(run_folder), "--all-configurations", "--out", str(out)]) == 0
+    return out
+
+
 def csv(folder, key):
     return pd.read_csv(folder / "tables" / f"{key}.csv")
 
@@ -93,21 +105,16 @@ def test_every_table_and_figure_is_written_and_linked(written, run_folder):
     ran = pd.read_parquet(run_folder / "trials.parquet")
     unstable = bool(ran.collapsed.any() or (ran.status == "diverged").any())
     tables = {p.stem for p in (written / "tables").glob("table_*.csv")}
-    assert tables == {
+    assert tables == {  # the configurations that ran (--all-configurations adds the thesis's others)
+        "table_leaderboard",
         "table_5.7_tiny",
         "table_5.8_tiny",
         "table_5.9_lenet-5",
-        "table_5.10_resnet",
         "table_5.11_mobilenetv3",
-        "table_5.12_vit",  # the thesis's numbering: ViT, MLP-Mixer, then ConvNeXt
-        "table_5.13_mlp-mixer",
-        "table_5.14_convnext",
-        "table_5.15_tiny",
-        "table_5.16_tiny",
-        "table_5.17_tiny",
         "table_a.1_trials",
     } | ({"table_unstable_trials"} if unstable else set())
     figures = {p.stem for p in (written / "figures").glob("*.png")}
+    # no learning-rate figure (it stays at 0.1 in 3 epochs), no figure against the training-set size (one tier)
     assert figures == {
         "heatmap_accuracy",
         "accuracy_vs_thesis",
@@ -115,12 +122,6 @@ def test_every_table_and_figure_is_written_and_linked(written, run_folder):
         "val_loss_tiny",
         "confusion_tiny",
         "map_curve_tiny",
-        "learning_rate_tiny",
-        "pretrained_ratio_tiny",
-        "training_size_lenet-5",
-        "training_size_mobilenetv3",
-        "epoch_time_lenet-5",
-        "epoch_time_mobilenetv3",
     } | ({"confusion_unstable", "val_loss_unstable"} if unstable else set())
     for path in (written / "figures").glob("*.png"):
         with Image.open(path) as image:
@@ -131,14 +132,16 @@ def test_every_table_and_figure_is_written_and_linked(written, run_folder):
     assert len(links) >= len(tables) + len(figures)
     assert all((written / link).is_file() for link in links)
     page = (written / "report.html").read_text()
-    assert page.count("<table>") == len(tables) and page.count("<img ") == len(figures)
-    for number in ("5.7", "5.8", "5.9", "5.14", "5.15", "5.16", "5.17"):
+    conclusions = (written / "tables" / "conclusions.csv").is_file()  # claims 6 and 6b read any trials
+    assert page.count("<table>") == len(tables) + conclusions and page.count("<img ") == len(figures)
+    for number in ("5.7", "5.8", "5.9", "5.11"):
         assert f"Table {number}:" in markdown
 
 
-def test_tier_table_lists_every_thesis_configuration_with_its_published_numbers(written, run_folder):
+def test_tier_table_lists_every_thesis_configuration_with_its_published_numbers(written_all, run_folder):
+    written = written_all
     table = csv(written, "table_5.7_tiny")
-    assert list(table.model) == list(catalog.MODEL_NAMES)  # without a plan: all 22 of the thesis, missing ones marked
+    assert list(table.model) == list(catalog.MODEL_NAMES)  # --all-configurations: all 22 of the thesis, missing marked
     status = table.set_index("model").status
     assert (
         status.lenet5 == "ok"
@@ -188,10 +191,7 @@ def test_seeds_are_aggregated_to_a_mean_and_t_interval(written, run_folder):
     assert lenet.accuracy == pytest.approx(accuracies.mean()) and lenet.thesis_accuracy == 0.313
     maps = csv(written, "table_5.8_tiny").set_index("architecture")
     assert maps.loc["LeNet-5", "model"] == "lenet5" and maps.loc["LeNet-5", "thesis_map_at_5"] == 0.15
-    resnet = maps.loc["ResNet"]  # the thesis's best, shown though it did not run here
-    assert (resnet.model, resnet.thesis_map_at_5, resnet.seeds_ok) == ("resnet_34", 0.75, 0) and pd.isna(
-        resnet.map_at_5
-    )
+    assert "ResNet" not in maps.index  # the thesis's best ResNet did not run here: left out unless asked
     assert "(2 seeds)" in (written / "report.md").read_text()
 
 
@@ -291,10 +291,10 @@ def test_filters_focus_the_report_and_refuse_unknown_names(run_folder, tmp_path,
     assert set(picked.trials.model) == {"mobilenet_small"} and set(picked.predictions.trial_id) == {
         "mobilenet_small-tiny-seed0"
     }
-    trials = report.trial_status(picked, thesis, tiers=["tiny", "large"])
+    trials = report.trial_status(picked, thesis, all_configurations=True)
     configs = report.configurations(trials)
     assert set(configs.model) == {"mobilenet_small", "mobilenet_large"}
-    assert set(configs[configs.tier == "large"].status) == {"missing"}  # asked-for tiers without trials are listed
+    assert set(configs[configs.tier == "large"].status) == {"missing"}  # the chosen thesis configurations, listed
     assert len(configs) == 2 * 2 + 2  # two tiers from scratch, and the tiny pretrained pair
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "draft.txt").write_text("keep me")
@@ -326,7 +326,8 @@ def test_table_5_16_gives_ratios_pretrained_over_scratch_with_parameters(run_fol
         None,
         loaded.classes,
     )
-    comparison = report.compare_with_thesis(report.configurations(report.trial_status(loaded, THESIS)), THESIS)
+    status = report.trial_status(loaded, THESIS, all_configurations=True)
+    comparison = report.compare_with_thesis(report.configurations(status), THESIS)
     table = report.change_table(report.pretrained_ratios(comparison, THESIS), tier="tiny")
     ratios = table.data.set_index("model")
     scratch = trials.set_index("trial_id").test_accuracy["mobilenet_small-tiny-seed0"]
@@ -359,13 +360,14 @@ def test_architectures_cover_the_registry_and_the_thesis_data():
     assert set(THESIS.maps.model) <= set(catalog.MODEL_NAMES) and set(THESIS.results.tier) == set(catalog.TIER_SPLITS)
 
 
-def test_architecture_tables_are_numbered_and_laid_out_as_the_thesis(written, run_folder):
+def test_architecture_tables_are_numbered_and_laid_out_as_the_thesis(written_all, run_folder):
+    written = written_all
     markdown = (written / "report.md").read_text()
     for number, name in (("5.12", "ViT"), ("5.13", "MLP-Mixer"), ("5.14", "ConvNeXt")):
         assert f"**Table {number}: {name} in every tier (from scratch)**" in markdown
     assert markdown.index("### ViT") < markdown.index("### MLP-Mixer") < markdown.index("### ConvNeXt")
     table = csv(written, "table_5.11_mobilenetv3").set_index("model")
-    row = table.loc["mobilenet_small"]
+    row = table[table.tier == "tiny"].loc["mobilenet_small"]  # and its three other tiers, missing
     ours = pd.read_parquet(run_folder / "trials.parquet").set_index("trial_id").loc["mobilenet_small-tiny-seed0"]
     assert (row.tier, row.parameters, row.thesis_parameters, row.batch_size, row.thesis_batch_size) == (
         "tiny",
@@ -381,7 +383,7 @@ def test_architecture_tables_are_numbered_and_laid_out_as_the_thesis(written, ru
         0.612,
     )
     assert row.train_seconds == pytest.approx(ours.train_seconds) and row.accuracy == pytest.approx(ours.test_accuracy)
-    assert table.loc["mobilenet_large"].status == "missing"
+    assert set(table.loc["mobilenet_large"].status) == {"missing"} and len(table) == 8
     assert "| mobilenet_small | tiny | " in markdown
 
 
@@ -389,7 +391,7 @@ def test_the_mAP_tables_show_each_of_the_thesis_s_tied_best_configurations():
     nothing = results.TRIALS_SCHEMA.empty_table().to_pandas()
     empty = report.Results("none", nothing, pd.DataFrame(), pd.DataFrame(), None, catalog.CLASSES)
     comparison = report.compare_with_thesis(
-        report.configurations(report.trial_status(empty, THESIS, tiers=["tiny"])), THESIS
+        report.configurations(report.trial_status(empty, THESIS, all_configurations=True)), THESIS
     )
     table = report.map_table(comparison, THESIS, tier="tiny")
     data = table.data
@@ -518,3 +520,201 @@ def test_settings_that_differ_from_the_thesis_open_the_report(written):
     assert "**Not the thesis's setup**" in top
     for note in ("image_size 32 (thesis: 352)", "max_epochs 3 (thesis: 100)", "es_start 0 (thesis: 10)"):
         assert note in top
+
+
+def test_the_contents_link_every_section_to_its_heading(written):
+    page = (written / "report.html").read_text()
+    nav = re.search(r"<nav class='contents'>(.*?)</nav>", page).group(1)
+    targets = re.findall(r"href='#([^']+)'", nav)
+    ids = re.findall(r"<h[23] id='([^']+)'>", page)
+    assert targets and sorted(targets) == sorted(ids)  # every section and subsection, each once
+    assert len(set(ids)) == len(ids) and page.index("<nav") < page.index("<h2")
+    sections = re.findall(r"<h2 id='[^']+'>(.*?)</h2>", page)
+    assert "Summary" in sections and "Method" in sections and len(re.findall(r"<li>", nav)) == len(sections)
+    # report.md: GitHub's anchors (lower case, punctuation dropped, spaces to '-', repeats numbered)
+    markdown = (written / "report.md").read_text()
+    seen: dict[str, int] = {}
+    anchors = []
+    for text in re.findall(r"^#{2,3} (.+)$", markdown, flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", text.replace("`", "").lower()).replace(" ", "-")
+        anchors.append(f"{slug}-{seen[slug]}" if slug in seen else slug)
+        seen[slug] = seen.get(slug, 0) + 1
+    links = re.findall(r"\]\(#([^)]+)\)", markdown.split("## ")[0])
+    assert sorted(links) == sorted(anchors) == sorted(ids)
+
+
+def expected_leaderboard(trials: pd.DataFrame, top: int = 3) -> pd.DataFrame:
+    """The leaderboard computed directly: mean and 95% t-interval of the finished seeds, the best `top` per tier."""
+    ok = trials[trials.status == "ok"]
+    stats = ok.groupby(["tier", "pretrained", "model"]).test_accuracy.agg(["mean", "std", "count"]).reset_index()
+    t95 = {2: 12.7062, 3: 4.3027, 4: 3.1824}
+    half = [
+        t95[n] * sd / math.sqrt(n) if n > 1 else math.nan for sd, n in zip(stats["std"], stats["count"], strict=True)
+    ]
+    stats = stats.assign(low=(stats["mean"] - half).clip(lower=0), high=(stats["mean"] + half).clip(upper=1))
+    stats = stats.sort_values("mean", ascending=False, kind="stable")
+    return stats.groupby(["tier", "pretrained"], sort=False).head(top)
+
+
+def test_the_leaderboard_is_the_best_configurations_of_each_tier_beside_the_thesis(written, run_folder):
+    board = csv(written, "table_leaderboard")
+    expected = expected_leaderboard(pd.read_parquet(run_folder / "trials.parquet"))
+    assert list(board.model) == list(expected.model) and list(board["rank"]) == [1, 2]
+    assert np.allclose(board.accuracy, expected["mean"]) and list(board.seeds_ok) == list(expected["count"])
+    assert np.allclose(board.accuracy_low, expected.low, equal_nan=True)
+    assert np.allclose(board.accuracy_high, expected.high, equal_nan=True)
+    published = THESIS.results.query("tier == 'tiny' and not pretrained").set_index("model").test_accuracy
+    assert np.allclose(board.thesis_accuracy, published[board.model])
+    assert list(board.thesis_rank) == [int(published.rank(ascending=False, method="min")[m]) for m in board.model]
+    markdown = (written / "report.md").read_text()
+    assert markdown.index("## Summary") < markdown.index("## Leaderboard") < markdown.index("## Tier tiny")
+    lenet = expected.set_index("model").loc["lenet5"]
+    assert f"| {lenet['mean']:.3f} [{lenet.low:.3f}, {lenet.high:.3f}] | 0.313 |" in markdown  # 2 seeds: an interval
+
+
+def test_configurations_not_run_are_left_out_unless_asked(written, written_all):
+    markdown = (written / "report.md").read_text()
+    summary = markdown.split("## Summary")[1].split("## ")[0]
+    assert (
+        "Not in this run: 97 of the thesis's 99 configurations (none on tiers large, medium, small), left out of the "
+        "tables and figures (--all-configurations lists them)." in summary
+    )
+    assert set(csv(written, "table_5.7_tiny").model) == {"lenet5", "mobilenet_small"}
+    assert set(csv(written, "table_5.8_tiny").model) == {"lenet5", "mobilenet_small"}  # not the thesis's resnet_34
+    assert len(csv(written, "table_a.1_trials")) == 3 and "MISSING" not in markdown and "thesis only" not in markdown
+    assert not (written / "tables" / "table_5.15_tiny.csv").exists() and "### ResNet" not in markdown
+    everything = (written_all / "report.md").read_text()
+    assert "Not in this run: 97 of the thesis's 99 configurations (none on tiers large, medium, small), listed as " in (
+        everything
+    )
+    assert len(csv(written_all, "table_5.7_tiny")) == 22 and len(csv(written_all, "table_5.15_tiny")) == 11
+    assert "resnet_34" in set(csv(written_all, "table_5.8_tiny").model)
+    trials = csv(written_all, "table_a.1_trials")
+    assert len(trials) == 3 + 97 and (trials.status == "missing").sum() == 97 and trials.trial_id.isna().sum() == 97
+    assert (written_all / "tables" / "table_5.10_resnet.csv").exists()
+
+
+@pytest.mark.parametrize("steps", [False, True])
+def test_a_learning_rate_that_never_changes_is_one_line_not_a_figure(tmp_path, steps):
+    trials = [Trial("lenet5", "tiny"), Trial("resnet_18", "tiny")]
+    folder = synthetic_results(tmp_path / "run", trials, n_test=16, lr_steps=steps)
+    built = report.build_report(report.read_results(folder), THESIS)
+    keys = {plot.key for plot in built.plots}
+    assert ("learning_rate_tiny" in keys) is steps and "val_loss_tiny" in keys
+    text = render(built)
+    assert ("Learning rate, tier tiny, from scratch: 0.1 in every epoch" in text) is not steps
+
+
+def label_boxes(figure):
+    """The window extents of the labels written on a figure's first axes (after drawing it)."""
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    figure.draw_without_rendering()
+    texts = figure.axes[0].texts
+    for text in texts:
+        text.update_positions(renderer)
+    return [(t.get_text(), Text.get_window_extent(t, renderer)) for t in texts]  # the words, without leader lines
+
+
+def overlapping(boxes) -> list[tuple[str, str]]:
+    return [(a, b) for i, (a, x) in enumerate(boxes) for b, y in boxes[i + 1 :] if x.overlaps(y)]
+
+
+def test_the_values_of_cut_off_spikes_are_written_apart():
+    # four trials spiking in their first epoch, two of them in the second too: eight values near one another
+    spikes = {"a": (900.0, 400.0), "b": (700.0, 380.0), "c": (650.0, 2.1), "d": (500.0, 2.0)}
+    rows = []
+    for trial, (first, second) in spikes.items():
+        for epoch, loss in enumerate([first, second, 1.9, 1.8, 1.7, 1.75, 1.7, 1.72, 1.69, 1.7], start=1):
+            rows.append({"trial_id": trial, "epoch": epoch, "val_loss": loss, "improved": epoch in (1, 3, 4, 5)})
+    best = pd.DataFrame(
+        {
+            "trial_ids": [(t,) for t in spikes],
+            "architecture": ["ResNet", "LeNet-5", "ViT", "ConvNeXt"],
+            "model": ["resnet_18", "lenet5", "vit_b_16", "convnext_tiny"],
+            "pretrained": [False] * 4,
+            "seeds_ok": [1] * 4,
+        }
+    )
+    figure = report_figures.curve_figure(pd.DataFrame(rows), best, value="val_loss", title="t", ylabel="loss")
+    boxes = label_boxes(figure)
+    assert sorted(text for text, _ in boxes) == sorted(["900", "700", "650", "500", "400", "380"])
+    assert not overlapping(boxes)
+
+
+def scatter_comparison(rows: pd.DataFrame, *, shift: float = 0.0, seed: int = 0) -> pd.DataFrame:
+    """A comparison for the accuracy scatter: the thesis's rows with our accuracy near theirs."""
+    rng = np.random.default_rng(seed)
+    ours = (rows.test_accuracy + shift + rng.normal(0, 0.05, len(rows))).clip(0.05, 1.0)
+    low, high = zip(*(report.wilson_interval(p, 115) for p in rows.test_accuracy), strict=True)
+    return rows.assign(
+        architecture=rows.model.map(ARCHITECTURE_OF),
+        seeds_ok=1,
+        thesis_accuracy=rows.test_accuracy,
+        accuracy=ours,
+        accuracy_low=math.nan,
+        accuracy_high=math.nan,
+        accuracy_diff=ours - rows.test_accuracy,
+        interval_n=115,
+        inside_thesis_interval=(ours >= np.array(low)) & (ours <= np.array(high)),
+    ).reset_index(drop=True)
+
+
+def test_the_accuracy_scatter_labels_what_can_be_read_and_nothing_overlaps():
+    comparison = scatter_comparison(THESIS.results)  # the thesis's 99 configurations
+    figure = report_figures.accuracy_scatter(comparison)
+    boxes = label_boxes(figure)
+    assert 6 <= len(boxes) <= report_figures.SCATTER_LABELS and not overlapping(boxes)
+    ax = figure.axes[0]
+    frame = ax.get_window_extent()
+    assert all(frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1 for _, b in boxes)
+    points = ax.transData.transform(comparison[["thesis_accuracy", "accuracy"]].to_numpy())
+    for text, box in boxes:  # a label covers no point but (at most) its own
+        assert sum(box.contains(x, y) for x, y in points) <= 1, text
+    drawn = {text for text, _ in boxes}
+    ranked = report_figures.scatter_points(comparison)
+    best = ranked[ranked.accuracy == ranked.groupby(["tier", "pretrained"]).accuracy.transform("max")]
+    assert set(best.label) <= drawn  # the best of each tier first
+    assert drawn <= set(ranked.head(report_figures.SCATTER_LABELS).label)
+    few = scatter_comparison(THESIS.results.query("tier == 'tiny' and not pretrained").head(4), seed=1)
+    assert len(label_boxes(report_figures.accuracy_scatter(few))) == 4  # a handful of points: each labelled
+
+
+@pytest.mark.slow
+def test_the_thesis_grid_s_report_reads_at_a_glance(tmp_path):
+    """The report of the thesis grid's 99 trials (synthesised through the real writers), two seeds of the tiny tier."""
+    trials = grid.load_grid(ROOT / "grids" / "thesis.py").trials
+    tiny = [dataclasses.replace(t, seed=1) for t in trials if t.tier == "tiny" and not t.pretrained]
+    folder = synthetic_results(tmp_path / "thesis", [*trials, *tiny], n_test=24)  # and a second seed on tiny
+    out = tmp_path / "report"
+    assert report.main([str(folder), "--out", str(out)]) == 0
+    board = csv(out, "table_leaderboard")
+    trials = pd.read_parquet(folder / "trials.parquet")
+    expected = expected_leaderboard(trials)
+    for (tier, pretrained), mine in board.groupby(["tier", "pretrained"], sort=False):
+        theirs = expected[(expected.tier == tier) & (expected.pretrained == pretrained)]
+        assert np.allclose(mine.accuracy, theirs["mean"])  # the top 3 accuracies (ties may swap models)
+        assert np.allclose(mine.accuracy_low, theirs.low, equal_nan=True)
+    stats = expected_leaderboard(trials, top=99).set_index(["tier", "pretrained", "model"])
+    for r in board.itertuples():
+        assert r.accuracy == pytest.approx(stats.loc[(r.tier, r.pretrained, r.model), "mean"])
+    assert list(board.tier.unique()) == ["large", "medium", "small", "tiny"] and board.pretrained.sum() == 3
+    assert board[(board.tier == "tiny") & ~board.pretrained].accuracy_low.notna().all()  # two seeds: an interval
+    markdown = (out / "report.md").read_text()
+    assert "Not in this run" not in markdown and "| **MISSING** |" not in markdown
+    figures = {p.stem for p in (out / "figures").glob("*.png")}
+    assert {"learning_rate_large", "training_size_resnet", "epoch_time_mobilenetv3"} <= figures
+    points = csv(out, "accuracy_vs_thesis")
+    assert len(points) == 99 and list(points.priority) == list(range(1, 100))
+
+
+def test_the_thesis_s_nearly_equal_mobilenet_lines_are_told_apart():
+    published = THESIS.results
+    rows = published[published.model.isin(["mobilenet_small", "mobilenet_large"]) & ~published.pretrained]
+    comparison = scatter_comparison(rows).assign(n_train=lambda f: f.tier.map(lambda t: catalog.TIER_SPLITS[t][0]))
+    ax = report_figures.size_figure(comparison, THESIS, "MobileNetV3").axes[0]
+    theirs = [line for line in ax.lines if line.get_markerfacecolor() == "white" and len(line.get_xdata()) == 4]
+    assert len(theirs) == 2  # the thesis's line of each model: on tiny both are 0.174
+    small, large = theirs
+    assert small.get_marker() != large.get_marker() and small._dash_pattern != large._dash_pattern
+    assert not np.allclose(small.get_xdata(), large.get_xdata())  # side by side, not on top of each other
+    assert np.allclose(sorted(small.get_ydata()), sorted(rows[rows.model == "mobilenet_small"].test_accuracy))

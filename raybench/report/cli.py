@@ -87,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         help="only these models or architectures (e.g. resnet_18 MobileNetV3)",
     )
     parser.add_argument("--tiers", nargs="+", default=[], metavar="TIER", help="only these tiers (e.g. tiny small)")
+    parser.add_argument(
+        "--all-configurations",
+        action="store_true",
+        help="also list the thesis's configurations this run did not run or plan (as missing) in tables and figures",
+    )
     parser.add_argument("--out", help="report folder (default: RESULTS/report)")
     parser.add_argument(
         "--claims",
@@ -108,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     chosen = (("models", args.models), ("tiers", args.tiers))
     filters = "; ".join(f"{name}: {' '.join(values)}" for name, values in chosen if values)
     filters = f" (filtered to {filters})" if filters else ""
-    report = build_report(results, thesis, tiers=args.tiers, filters=filters, claims=claims)
+    report = build_report(
+        results, thesis, tiers=args.tiers, filters=filters, all_configurations=args.all_configurations, claims=claims
+    )
     write_report(report, out)
     seconds = time.perf_counter() - started
     print(f"{len(report.tables)} tables, {len(report.plots)} figures in {seconds:.1f}s -> {out / 'report.html'}")

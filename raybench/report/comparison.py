@@ -13,27 +13,32 @@ from raybench.report.inputs import ARCHITECTURE_OF, KEYS, Results, Thesis, model
 from raybench.report.statistics import mean_interval, wilson_interval
 
 
-def trial_status(results: Results, thesis: Thesis, *, tiers: Sequence[str] = ()) -> pd.DataFrame:
-    """Every trial that ran or was expected to: the trials table plus rows with status "missing".
-
-    Expected means listed in plan.parquet; without a plan, every thesis configuration of the tiers that
-    ran (or were asked for with `tiers`) is expected, with an unknown seed.
-    """
+def trial_status(results: Results, thesis: Thesis, *, all_configurations: bool = False) -> pd.DataFrame:
+    """Every trial that ran or was planned: the trials table plus rows with status "missing" for the trials of
+    plan.parquet without a result; with `all_configurations`, also every thesis configuration this run neither
+    ran nor planned (status "missing", no trial id, seed unknown)."""
     ran = results.trials.copy()
+    frames = [ran]
     if results.plan is not None:
-        missing = results.plan[~results.plan.trial_id.isin(ran.trial_id)][["trial_id", *KEYS, "seed"]].copy()
-    else:
-        considered = set(ran.tier) | set(tiers)
-        expected = thesis.results[thesis.results.tier.isin(considered)][KEYS]
-        have = set(ran[KEYS].itertuples(index=False, name=None))
-        missing = expected[[key not in have for key in expected.itertuples(index=False, name=None)]].copy()
-        missing["trial_id"], missing["seed"] = None, pd.NA
-    missing["status"] = "missing"
-    frames = [f for f in (ran, missing) if len(f)]
+        frames.append(results.plan[~results.plan.trial_id.isin(ran.trial_id)][["trial_id", *KEYS, "seed"]].copy())
+    if all_configurations:
+        frames.append(configurations_not_run(results, thesis)[KEYS].assign(trial_id=None, seed=pd.NA))
+    for frame in frames[1:]:
+        frame["status"] = "missing"
+    frames = [f for f in frames if len(f)]
     table = pd.concat(frames, ignore_index=True) if frames else ran
     table["pretrained"] = table["pretrained"].astype(bool)
     table["architecture"] = table.model.map(ARCHITECTURE_OF).fillna("other")
     return sort_rows(table)
+
+
+def configurations_not_run(results: Results, thesis: Thesis) -> pd.DataFrame:
+    """The thesis's configurations (its rows of published results) that this run neither ran nor planned."""
+    have = {tuple(k) for k in results.trials[KEYS].itertuples(index=False, name=None)}
+    if results.plan is not None:
+        have |= set(results.plan[KEYS].astype({"pretrained": bool}).itertuples(index=False, name=None))
+    keys = thesis.results[KEYS].itertuples(index=False, name=None)
+    return thesis.results[[(m, t, bool(p)) not in have for m, t, p in keys]].reset_index(drop=True)
 
 
 def _first(frame: pd.DataFrame, column: str):
@@ -214,9 +219,11 @@ def map_comparison(comparison: pd.DataFrame, thesis: Thesis, *, tier: str, pretr
     several for some architectures and tiers: each is a row), with our numbers and the thesis's for it.
     """
     best = best_per_architecture(comparison, tier=tier, pretrained=pretrained)
-    published = thesis.maps[(thesis.maps.tier == tier) & (thesis.maps.pretrained == pretrained)]
-    published = published.assign(architecture=published.model.map(ARCHITECTURE_OF))
     ours_all = comparison[(comparison.tier == tier) & (comparison.pretrained == pretrained)].set_index("model")
+    published = thesis.maps[(thesis.maps.tier == tier) & (thesis.maps.pretrained == pretrained)]
+    # the thesis's best configurations of this run's (with --all-configurations every one is in `comparison`)
+    published = published[published.model.isin(ours_all.index)]
+    published = published.assign(architecture=published.model.map(ARCHITECTURE_OF))
     accuracy = thesis.results.set_index(KEYS).test_accuracy
     rows = []
     for arch in catalog.ARCHITECTURES:

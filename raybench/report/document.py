@@ -14,6 +14,7 @@ from raybench.report.comparison import (
     best_per_architecture,
     compare_with_thesis,
     configurations,
+    configurations_not_run,
     groups,
     map_curves,
     maps_without_logits,
@@ -37,17 +38,19 @@ from raybench.report.figures import (
     heatmap_figure,
     map_figure,
     ratio_figure,
+    scatter_points,
     size_figure,
     speed_scatter,
 )
 from raybench.report.inputs import Results, Thesis
-from raybench.report.summary import METHOD_NOTES, settings_notes, summary, unstable_trials
+from raybench.report.summary import METHOD_NOTES, not_run_line, settings_notes, summary, unstable_trials
 from raybench.report.tables import (
     ARCHITECTURE_TABLES,
     Table,
     architecture_table,
     change_table,
     instability_table,
+    leaderboard_table,
     map_table,
     tier_table,
     trials_table,
@@ -81,6 +84,8 @@ class Plot:
 
 
 Block = Heading | Paragraph | Bullets | Table | Plot
+SCATTER_COLUMNS = ["priority", "label", "model", "tier", "pretrained", "thesis_accuracy", "accuracy", "accuracy_diff",
+                   "inside_thesis_interval"]  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,11 +119,18 @@ class Context:
     tiers: Sequence[str]
     filters: str
     redone: Sequence[str]
+    all_configurations: bool = False  # the thesis's configurations this run did not run or plan, listed as missing
     claims: tuple = CLAIMS  # the conclusions tested: the thesis's, and any a grid or --claims file adds
 
 
 def context(
-    results: Results, thesis: Thesis, *, tiers: Sequence[str] = (), filters: str = "", claims: tuple = CLAIMS
+    results: Results,
+    thesis: Thesis,
+    *,
+    tiers: Sequence[str] = (),
+    filters: str = "",
+    all_configurations: bool = False,
+    claims: tuple = CLAIMS,
 ) -> Context:
     redone: list[str] = []
     if len(results.predictions):
@@ -127,18 +139,19 @@ def context(
     # the thesis's chapter 5 reads the baseline trials of its 22 models; the rest are "Effects" (and every trial is
     # in the unstable trials and the list of all trials)
     everything, results = results, split_baseline(results)
-    trials = trial_status(results, thesis, tiers=tiers)
+    trials = trial_status(results, thesis, all_configurations=all_configurations)
     comparison = compare_with_thesis(configurations(trials), thesis) if len(trials) else pd.DataFrame()
     return Context(
         results=results,
         everything=everything,
         thesis=thesis,
         trials=trials,
-        all_trials=trial_status(everything, thesis, tiers=tiers),
+        all_trials=trial_status(everything, thesis, all_configurations=all_configurations),
         comparison=comparison,
         tiers=tiers,
         filters=filters,
         redone=redone,
+        all_configurations=all_configurations,
         claims=claims,
     )
 
@@ -146,15 +159,6 @@ def context(
 def _opening(ctx: Context) -> list[Block]:
     """What the folder is, how its setup differs from the thesis's, and the summary bullets."""
     results, thesis, comparison = ctx.results, ctx.thesis, ctx.comparison
-    ran_tiers = set(ctx.trials.tier)
-    tiers_not_run = [
-        t
-        for t in catalog.TIER_SPLITS
-        if t not in ran_tiers
-        and not ctx.tiers
-        and results.plan is None
-        and len(thesis.results[thesis.results.tier == t])
-    ]
     notes = settings_notes(comparison)
     setup = (
         "**Not the thesis's setup**, so differences are expected: " + "; ".join(notes) + "."
@@ -166,7 +170,12 @@ def _opening(ctx: Context) -> list[Block]:
             f" {len(ctx.redone)} trial(s) stored no logits: their mAP is recomputed here the thesis's way but ranked "
             "by softmax score, close to, not exactly, the thesis's ranking."
         )
-    bullets = summary(ctx.all_trials, comparison, has_plan=results.plan is not None, tiers_not_run=tiers_not_run)
+    bullets = summary(ctx.all_trials, comparison, has_plan=results.plan is not None)
+    not_run = configurations_not_run(ctx.everything, thesis)
+    if len(not_run):
+        bullets.append(
+            not_run_line(not_run, thesis, ran_tiers=set(ctx.everything.trials.tier), listed=ctx.all_configurations)
+        )
     return [
         Paragraph(
             f"Results folder `{results.name}`{ctx.filters}. Every number of ours stands beside the thesis's "
@@ -177,6 +186,13 @@ def _opening(ctx: Context) -> list[Block]:
         Heading(2, "Summary"),
         Bullets(tuple(bullets)),
     ]
+
+
+def _leaderboard(ctx: Context) -> list[Block]:
+    """The best configurations of each tier, beside the thesis's numbers for them."""
+    if not (ctx.comparison.seeds_ok > 0).any():
+        return []
+    return [Heading(2, "Leaderboard"), leaderboard_table(ctx.comparison, ctx.thesis)]
 
 
 def _environment(ctx: Context) -> list[Block]:
@@ -220,8 +236,11 @@ def _overview(ctx: Context) -> list[Block]:
         Plot(
             "accuracy_vs_thesis",
             "Our test accuracy against the thesis's; the grey band is the 95% Wilson interval "
-            "of the thesis's accuracy at our test-set size (inside it = agreement up to test sampling).",
+            "of the thesis's accuracy at our test-set size (inside it = agreement up to test sampling). Labelled, "
+            "where there is room: the best configuration of each tier, then those furthest from the thesis's "
+            "number; every point is in the data (CSV).",
             accuracy_scatter(comparison),
+            scatter_points(comparison)[SCATTER_COLUMNS],
         ),
         Plot(
             "speed_vs_thesis",
@@ -248,25 +267,37 @@ def _architectures(ctx: Context) -> list[Block]:
     comparison, thesis = ctx.comparison, ctx.thesis
     blocks: list[Block] = [Heading(2, "By architecture")]
     ordered = [*ARCHITECTURE_TABLES, *(a for a in catalog.ARCHITECTURES if a not in ARCHITECTURE_TABLES)]
+    one_size = []
     for arch in ordered:
         scratch = comparison[(comparison.architecture == arch) & ~comparison.pretrained]
         if scratch.empty:
             continue
         blocks += [Heading(3, arch), architecture_table(comparison, arch)]
-        if (scratch.seeds_ok > 0).any():
-            name = arch.lower()
-            caption = (
-                f"{arch}: test accuracy against the number of training images (cf. thesis figs. 5.17-5.26); "
-                "ours solid with 95% t-interval bars, the thesis's dashed."
-            )
-            blocks.append(Plot(f"training_size_{name}", caption, size_figure(comparison, thesis, arch)))
-            caption = (
-                f"{arch}: seconds per epoch against the number of training images (the times of table "
-                f"{ARCHITECTURE_TABLES.get(arch, '5.9-5.14')}); ours solid, the thesis's dashed "
-                f"({catalog.THESIS_DEVICE}); log axis."
-            )
-            figure = size_figure(comparison, thesis, arch, value="seconds_per_epoch")
-            blocks.append(Plot(f"epoch_time_{name}", caption, figure))
+        sizes = pd.to_numeric(scratch[scratch.seeds_ok > 0].n_train, errors="coerce").nunique()
+        if sizes < 2:  # one training-set size of ours: nothing to draw against the size
+            one_size.append(arch)
+            continue
+        name = arch.lower()
+        caption = (
+            f"{arch}: test accuracy against the number of training images (cf. thesis figs. 5.17-5.26); "
+            "ours solid with 95% t-interval bars, the thesis's dashed with hollow markers."
+        )
+        blocks.append(Plot(f"training_size_{name}", caption, size_figure(comparison, thesis, arch)))
+        caption = (
+            f"{arch}: seconds per epoch against the number of training images (the times of table "
+            f"{ARCHITECTURE_TABLES.get(arch, '5.9-5.14')}); ours solid, the thesis's dashed "
+            f"({catalog.THESIS_DEVICE}); log axis."
+        )
+        figure = size_figure(comparison, thesis, arch, value="seconds_per_epoch")
+        blocks.append(Plot(f"epoch_time_{name}", caption, figure))
+    if one_size:
+        blocks.insert(
+            1,
+            Paragraph(
+                f"No figures of accuracy and time per epoch against the training-set size for {', '.join(one_size)}: "
+                "they finished trials on one tier only (the tables give the numbers)."
+            ),
+        )
     return blocks
 
 
@@ -304,6 +335,7 @@ Section = Callable[[Context], list[Block]]
 # the document, in order; a run with no baseline trial of the thesis's models has nothing to compare with chapter 5
 SECTIONS: tuple[Section, ...] = (
     _opening,
+    _leaderboard,
     _environment,
     _overview,
     _unstable,
@@ -318,10 +350,17 @@ SECTIONS_WITHOUT_BASELINE: tuple[Section, ...] = (_no_baseline, _environment, _u
 
 
 def build_report(
-    results: Results, thesis: Thesis, *, tiers: Sequence[str] = (), filters: str = "", claims: tuple = CLAIMS
+    results: Results,
+    thesis: Thesis,
+    *,
+    tiers: Sequence[str] = (),
+    filters: str = "",
+    all_configurations: bool = False,
+    claims: tuple = CLAIMS,
 ) -> Report:
-    """The whole document: its sections in order, each a function of the same context."""
-    ctx = context(results, thesis, tiers=tiers, filters=filters, claims=claims)
+    """The whole document: its sections in order, each a function of the same context. The thesis's configurations
+    that this run neither ran nor planned are left out, unless `all_configurations` (then listed as missing)."""
+    ctx = context(results, thesis, tiers=tiers, filters=filters, all_configurations=all_configurations, claims=claims)
     sections = SECTIONS if len(ctx.trials) else SECTIONS_WITHOUT_BASELINE
     return Report(f"raybench report: {ctx.results.name}", [block for section in sections for block in section(ctx)])
 
@@ -457,16 +496,22 @@ def _group_section(
     epochs = results.epochs[results.epochs.trial_id.isin(ids)]
     chosen = curves[curves.trial_id.isin(ids)]
     where = f"tier {tier}, {which}"
-    return [
-        *blocks,
-        Plot(
-            f"val_loss_{slug}",
-            f"Validation loss per epoch of the best configuration of each architecture, {where} "
-            "(cf. thesis figs. 5.1, 5.4, 5.6); dots mark the tested epoch (last improvement, fig. 4.5); a first-epoch "
-            "spike is cut off at the top edge, its value written (linear axis, see Method).",
-            curve_figure(epochs, best, value="val_loss", title=f"Validation loss, {where}", ylabel="validation loss"),
-            epochs,
-        ),
+    if is_flat(epochs, "val_loss"):
+        blocks.append(Paragraph(f"Validation loss, {where}: one epoch per trial, no curve to draw."))
+    else:
+        blocks.append(
+            Plot(
+                f"val_loss_{slug}",
+                f"Validation loss per epoch of the best configuration of each architecture, {where} (cf. thesis "
+                "figs. 5.1, 5.4, 5.6); dots mark the tested epoch (last improvement, fig. 4.5); a first-epoch spike "
+                "is cut off at the top edge, its value written (linear axis, see Method).",
+                curve_figure(
+                    epochs, best, value="val_loss", title=f"Validation loss, {where}", ylabel="validation loss"
+                ),
+                epochs,
+            )
+        )
+    blocks += [
         Plot(
             f"confusion_{slug}",
             f"Confusion matrices of the best configuration of each architecture, {where} "
@@ -481,11 +526,36 @@ def _group_section(
             map_figure(curves, best, maps.data, title=f"mAP@N, {where}"),
             chosen,
         ),
-        Plot(
-            f"learning_rate_{slug}",
-            f"Learning rate per epoch (ReduceLROnPlateau, §4.3; cf. thesis fig. 5.31), {where}.",
-            curve_figure(
-                epochs, best, value="lr", title=f"Learning rate, {where}", ylabel="learning rate", log=True, steps=True
-            ),
-        ),
     ]
+    if is_flat(epochs, "lr"):
+        rates = ", ".join(f"{v:g}" for v in sorted(set(epochs.lr.dropna())))
+        blocks.append(
+            Paragraph(
+                f"Learning rate, {where}: {rates or '–'} in every epoch of these trials (ReduceLROnPlateau, §4.3, "
+                "never lowered it): no figure."
+            )
+        )
+    else:
+        blocks.append(
+            Plot(
+                f"learning_rate_{slug}",
+                f"Learning rate per epoch (ReduceLROnPlateau, §4.3; cf. thesis fig. 5.31), {where}.",
+                curve_figure(
+                    epochs,
+                    best,
+                    value="lr",
+                    title=f"Learning rate, {where}",
+                    ylabel="learning rate",
+                    log=True,
+                    steps=True,
+                ),
+            )
+        )
+    return blocks
+
+
+def is_flat(epochs: pd.DataFrame, value: str) -> bool:
+    """True when no trial's `value` changes from epoch to epoch: a figure of it would be flat lines (or dots)."""
+    if epochs.empty:
+        return True
+    return bool((epochs.groupby("trial_id")[value].nunique(dropna=True) <= 1).all())

@@ -7,9 +7,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
+from matplotlib.transforms import Bbox
 
 from raybench import catalog
 from raybench.report.formatting import config_label, is_missing
@@ -27,7 +30,62 @@ ARCHITECTURE_COLOR = {
 
 
 def _figure(width: float, height: float) -> Figure:
-    return Figure(figsize=(width, height), layout="constrained")
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)  # a renderer, to measure labels before the figure is saved
+    return fig
+
+
+# where a label may go around its point (offset in points, horizontal alignment), tried in this order: beside it,
+# then further out (with a leader line) where its neighbours leave no room
+AROUND = (
+    (5, 3, "left"), (5, -10, "left"), (-5, 3, "right"), (-5, -10, "right"), (0, 7, "center"), (0, -15, "center"),
+    *((round(d * dx), round(d * dy), "left" if dx > 0 else "right")
+      for d in (24, 40, 60, 85) for dx, dy in ((-1, -0.6), (1, -0.6), (-1, 0.3), (1, 0.3), (-0.4, -1), (0.4, -1)))
+)  # fmt: skip
+LEADER = 10  # points: a label further from its point than this gets a line to it
+
+
+def place_labels(ax, items, *, candidates=AROUND, fontsize: float = 7, avoid=(), leader: float | None = LEADER) -> list:
+    """Write each (x, y, text, colour) at the first candidate offset where it overlaps no label written before,
+    none of the `avoid` points (x, y in data) and stays inside the axes; a label with no free place is left
+    out (the figure's data says which it is); one further than `leader` points gets a line to its point. Returns
+    the labels written. The figure's layout is settled first,
+    and labels take no part in it, so that what was measured is what is saved."""
+    fig = ax.figure
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()
+    r = 3.5 * fig.dpi / 72  # a marker's half width in pixels
+    taken = [Bbox.from_extents(px - r, py - r, px + r, py + r) for px, py in ax.transData.transform(list(avoid))]
+    frame = ax.get_window_extent(renderer)
+    placed = []
+    for x, y, text, color in items:
+        own = ax.transData.transform((x, y))
+        for dx, dy, ha in candidates:
+            far = leader is not None and math.hypot(dx, dy) > leader
+            line = {"arrowstyle": "-", "color": color, "lw": 0.6, "alpha": 0.7} if far else None
+            label = ax.annotate(
+                text,
+                (x, y),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                fontsize=fontsize,
+                color=color,
+                ha=ha,
+                va="center" if far else "baseline",
+                arrowprops=line,
+                bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.75},
+            )
+            label.set_in_layout(False)
+            label.update_positions(renderer)
+            box = Text.get_window_extent(label, renderer)  # the words, without the leader line
+            mine = [b for b in taken if not b.contains(*own)]  # its own point's box may touch it
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(b) for b in mine):
+                taken.append(box)
+                placed.append(label)
+                break
+            label.remove()
+    return placed
 
 
 def _color(architecture: str) -> str:
@@ -38,38 +96,42 @@ def _color(architecture: str) -> str:
 FENCE = 3.0
 
 
-def _clip_spikes(ax) -> bool:
+def _clip_spikes(ax) -> list[tuple]:
     """Cut a linear y axis above the far-out fence when the spikes would squash the other values into less than
-    half of its height; each cut-off point is drawn on the top edge, its value written beside it. True if cut.
+    half of its height; each cut-off point is drawn on the top edge. Returns the labels to write beside them
+    (x, y, value, colour; none when nothing was cut).
 
     Linear rather than log: early stopping asks for an absolute drop of 0.1 (§4.4), which a linear axis shows
     at the same height everywhere, and the rest of the axis then goes to the epochs that decide the tested one.
     """
     lines = [(line, np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)) for line in ax.lines]
     if not lines:
-        return False
+        return []
     values = np.concatenate([y for _, _, y in lines])
     finite = values[np.isfinite(values)]
     if len(finite) < 4:
-        return False
+        return []
     q1, q3 = np.percentile(finite, [25, 75])
     fence = q3 + FENCE * max(q3 - q1, 0.05 * abs(q3))
     kept = finite[finite <= fence]
     spread = kept.max() - kept.min()
     if np.isfinite(values).all() and finite.max() - kept.max() <= max(spread, 1e-12):
-        return False  # no spike, or one that leaves the other values most of the height
+        return []  # no spike, or one that leaves the other values most of the height
     pad = 0.08 * (spread or abs(kept.max()) or 1.0)
     edge = kept.max() + pad
     ax.set_ylim(kept.min() - pad, edge)
+    cuts = []
     for line, x, y in lines:
         cut = np.isinf(y) | (y > fence)
         for xi, yi in zip(x[cut], y[cut], strict=True):
             ax.plot([xi], [edge], marker="^", color=line.get_color(), markersize=7, linestyle="none", clip_on=False)
-            ax.annotate(
-                f"{yi:.3g}", (xi, edge), xytext=(4, -10), textcoords="offset points", fontsize=7, color=line.get_color()
-            )
+            cuts.append((xi, edge, f"{yi:.3g}", line.get_color()))
     ax.plot([], [], marker="^", color="black", linestyle="none", label="beyond the axis (value written)")
-    return True
+    return cuts
+
+
+# below a cut-off point on the top edge, stacked downwards where several share an epoch
+BELOW = tuple((4, -10 - 9 * k, "left") for k in range(6)) + tuple((-4, -10 - 9 * k, "right") for k in range(6))
 
 
 def _legend(ax, *, outside: bool = False, **kw) -> None:
@@ -128,16 +190,19 @@ def curve_figure(
         points = own.set_index(["trial_id", "epoch"])[value]
         ys = [points.get((t, e), math.nan) for t, e in tested.items()]
         ax.scatter(tested.to_numpy(), ys, color=color, marker="o", s=28, zorder=3, edgecolor="white")
+    cuts = []
     if log:
         ax.set_yscale("log")
     else:
-        _clip_spikes(ax)
+        cuts = _clip_spikes(ax)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=11)
     ax.grid(alpha=0.3)
     _legend(ax, loc="best")
+    if cuts:  # highest first: each value below its triangle, the next one lower where they would overlap
+        place_labels(ax, sorted(cuts, key=lambda c: (c[0], -float(c[2]))), candidates=BELOW, leader=None)
     return fig
 
 
@@ -213,26 +278,29 @@ def size_figure(comparison: pd.DataFrame, thesis: Thesis, architecture: str, *, 
     ours_column, thesis_column, ylabel, log = SIZE_MEASURES[value]
     fig = _figure(7.0, 4.2)
     ax = fig.add_subplot()
-    ours = comparison[(comparison.architecture == architecture) & ~comparison.pretrained & (comparison.seeds_ok > 0)]
-    models = catalog.ARCHITECTURES.get(architecture, ())
-    published = thesis.results[~thesis.results.pretrained & thesis.results.model.isin(models)]
+    rows = comparison[(comparison.architecture == architecture) & ~comparison.pretrained]
+    ours = rows[rows.seeds_ok > 0]
+    # the thesis's lines of this run's configurations (with --all-configurations, of every one)
+    published = thesis.results[~thesis.results.pretrained & thesis.results.model.isin(set(rows.model))]
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
+    markers = ["o", "s", "D", "^", "v", "P", "X"]
+    dashes = [(5, 2), (2, 2), (6, 2, 1, 2), (1, 1), (8, 3), (4, 1, 1, 1, 1, 1), (3, 3)]
     names = sorted(set(ours.model) | set(published.model), key=model_rank)
     for i, model in enumerate(names):
-        color = palette[i % len(palette)]
+        color, marker = palette[i % len(palette)], markers[i % len(markers)]
+        dodge = 1 + 0.04 * (i - (len(names) - 1) / 2)  # side by side, so that bars and equal numbers stay apart
         mine = ours[ours.model == model].assign(n=lambda f: pd.to_numeric(f.n_train)).sort_values("n")
         if len(mine):
             err = None
             if value == "accuracy":
                 err = np.vstack([mine.accuracy - mine.accuracy_low, mine.accuracy_high - mine.accuracy]).astype(float)
                 err = np.nan_to_num(err)
-            dodge = 1 + 0.025 * (i - (len(names) - 1) / 2)  # side by side, so that the bars stay apart
             ax.errorbar(
                 mine.n * dodge,
                 pd.to_numeric(mine[ours_column]),
                 yerr=err,
                 color=color,
-                marker="o",
+                marker=marker,
                 capsize=2,
                 label=model,
                 elinewidth=0.8,
@@ -241,18 +309,19 @@ def size_figure(comparison: pd.DataFrame, thesis: Thesis, architecture: str, *, 
         theirs = published[published.model == model]
         theirs = theirs.assign(n=theirs.tier.map(lambda t: catalog.TIER_SPLITS[t][0])).sort_values("n")
         if len(theirs):
-            label = None if len(mine) else f"{model} (thesis only)"
+            # each model its own dash pattern and hollow marker: the thesis's MobileNets nearly coincide
             ax.plot(
-                theirs.n,
+                theirs.n * dodge,
                 theirs[thesis_column],
                 color=color,
-                linestyle="--",
-                marker="s",
-                markersize=3,
-                alpha=0.6,
-                label=label,
+                dashes=dashes[i % len(dashes)],
+                marker=marker,
+                markersize=4,
+                markerfacecolor="white",
+                alpha=0.7,
+                label=None if len(mine) else f"{model} (thesis only)",
             )
-    ax.plot([], [], color="black", linestyle="--", label="thesis (dashed)")
+    ax.plot([], [], color="black", linestyle="--", marker="o", markerfacecolor="white", label="thesis (dashed, hollow)")
     ax.set_xscale("log")
     ticks = {n: f"{n}\n{t}" for t, (n, _, _) in catalog.TIER_SPLITS.items()}
     for r in ours.itertuples():  # our own tier sizes, where they differ from the thesis's
@@ -311,11 +380,33 @@ def heatmap_figure(comparison: pd.DataFrame) -> Figure:
     return fig
 
 
+SCATTER_LABELS = 18  # labels tried on the accuracy scatter; more would not be read
+
+
+def scatter_points(comparison: pd.DataFrame) -> pd.DataFrame:
+    """The accuracy scatter's points with a short label each, in the order they are labelled: the best of each tier,
+    then those outside the thesis's interval, then the rest, each furthest from the thesis's number first."""
+    both = comparison[(comparison.seeds_ok > 0) & comparison.thesis_accuracy.notna()].copy()
+    if both.empty:
+        return both.assign(label=pd.Series(dtype=str), priority=pd.Series(dtype=int))
+    best = both.accuracy == both.groupby(["tier", "pretrained"]).accuracy.transform("max")
+    outside = ~both.inside_thesis_interval.fillna(True).astype(bool)
+    both["label"] = [
+        f"{m} {t}{' pretr.' if p else ''}" for m, t, p in zip(both.model, both.tier, both.pretrained, strict=True)
+    ]
+    order = pd.DataFrame({"best": ~best, "outside": ~outside, "far": -both.accuracy_diff.abs()}, index=both.index)
+    ranked = both.loc[order.sort_values(["best", "outside", "far"], kind="stable").index]
+    return ranked.assign(priority=range(1, len(ranked) + 1)).reset_index(drop=True)
+
+
 def accuracy_scatter(comparison: pd.DataFrame) -> Figure:
-    """Our accuracy against the thesis's, with the 95% Wilson band of the thesis's number at our test size."""
-    fig = _figure(7.6, 5.2)
+    """Our accuracy against the thesis's, with the 95% Wilson band of the thesis's number at our test size; the
+    best of each tier and the points furthest from the thesis's are labelled, as many as can be read (a larger
+    figure for a larger grid, so that more can)."""
+    crowded = int((comparison.seeds_ok > 0).sum()) > 25
+    fig = _figure(11.0, 7.6) if crowded else _figure(7.6, 5.2)
     ax = fig.add_subplot()
-    both = comparison[(comparison.seeds_ok > 0) & comparison.thesis_accuracy.notna()]
+    both = scatter_points(comparison)
     p = np.linspace(0, 1, 201)
     for n in sorted(set(both.interval_n.dropna())):
         low, high = zip(*(wilson_interval(x, n) for x in p), strict=True)
@@ -345,8 +436,10 @@ def accuracy_scatter(comparison: pd.DataFrame) -> Figure:
         if tier in set(both.tier):
             ax.scatter([], [], color="black", marker=marker, facecolor="none", label=f"tier {tier}")
     ax.fill_between([], [], [], color="grey", alpha=0.15, label="95% Wilson band\nof the thesis's accuracy")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
+    values = pd.concat([both.thesis_accuracy, both.accuracy_low.fillna(both.accuracy)]).astype(float)
+    low = max(0.0, math.floor((values.min() - 0.05) * 10) / 10) if len(values) else 0.0  # room for the points
+    ax.set_xlim(low, 1)
+    ax.set_ylim(low, 1)
     ax.set_aspect("equal")
     ax.set_xlabel("thesis's test accuracy")
     ax.set_ylabel("our test accuracy")
@@ -356,6 +449,10 @@ def accuracy_scatter(comparison: pd.DataFrame) -> Figure:
     )
     ax.grid(alpha=0.3)
     _legend(ax, outside=True)
+    points = list(zip(both.thesis_accuracy, both.accuracy, strict=True))
+    wanted = both.head(SCATTER_LABELS)
+    items = zip(wanted.thesis_accuracy, wanted.accuracy, wanted.label, wanted.architecture.map(_color), strict=True)
+    place_labels(ax, list(items), avoid=points)
     return fig
 
 

@@ -4,7 +4,6 @@ unstable, how it agrees with the thesis; and the method notes at its end."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 
 import pandas as pd
 
@@ -59,18 +58,17 @@ def unstable_trials(trials: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return collapsed, trials[trials.status == "diverged"]
 
 
-def summary(
-    trials: pd.DataFrame, comparison: pd.DataFrame, *, has_plan: bool, tiers_not_run: Sequence[str]
-) -> list[str]:
+def summary(trials: pd.DataFrame, comparison: pd.DataFrame, *, has_plan: bool) -> list[str]:
     """The report's opening bullets: what ran, what is missing, what was unstable, how it agrees with the thesis."""
     count = trials.status.value_counts()
     failed = int(len(trials) - count.get("ok", 0) - count.get("missing", 0) - count.get("diverged", 0))
     diverged = f"{int(count['diverged'])} diverged, " if count.get("diverged", 0) else ""
-    expected = "planned in plan.parquet" if has_plan else "thesis configurations of the tiers that ran; no plan.parquet"
+    planned = int(((trials.status == "missing") & trials.trial_id.notna()).sum())
+    missing = f"{planned} missing (planned in plan.parquet)" if has_plan else "no plan.parquet (nothing is missing)"
     statuses = ", ".join(f"{n} {s}" for s, n in comparison.status.value_counts().items())
     items = [
-        f"Trials: {int(count.get('ok', 0))} finished, {failed} failed, {diverged}"
-        f"{int(count.get('missing', 0))} missing ({expected}). Configurations: {len(comparison)} ({statuses})."
+        f"Trials: {int(count.get('ok', 0))} finished, {failed} failed, {diverged}{missing}. "
+        f"Configurations: {len(comparison)} ({statuses})."
     ]
     collapsed, diverging = unstable_trials(trials)
     finished = collapsed[collapsed.status == "ok"]
@@ -80,11 +78,6 @@ def summary(
         f"{metrics.COLLAPSE_CLASSES} predicted classes on the test set{f' ({names})' if len(finished) else ''}; "
         f'{len(diverging)} diverged (the loss stopped being finite). See "Unstable trials".'
     )
-    if tiers_not_run:
-        items.append(
-            f"Thesis tiers with no trials here: {', '.join(tiers_not_run)} "
-            "(pass --tiers to list their configurations as missing)."
-        )
     compared = comparison[comparison.inside_thesis_interval.notna()]
     if len(compared):
         per_tier = "; ".join(
@@ -102,15 +95,6 @@ def summary(
         items.append(
             "Agreement with the thesis: no finished configuration has a published counterpart to compare with."
         )
-    for (tier, pretrained), g in groups(comparison):
-        done, theirs = g[g.seeds_ok > 0], g[g.thesis_accuracy.notna()]
-        if len(done):
-            ours = done.loc[done.accuracy.idxmax()]
-            line = f"Best in tier {tier}{' (pretrained)' if pretrained else ''}: {ours.model} {ours.accuracy:.3f}"
-            if len(theirs):
-                best = theirs.loc[theirs.thesis_accuracy.idxmax()]
-                line += f" (the thesis's best among these configurations: {best.model} {best.thesis_accuracy:.3f})"
-            items.append(line + ".")
     speed = comparison[(comparison.seeds_ok > 0) & comparison.seconds_per_epoch_ratio.notna()]
     for device, g in speed.groupby("device"):
         ratio = g.seconds_per_epoch_ratio
@@ -120,6 +104,18 @@ def summary(
             f"{len(g)} configurations; ×1 = as fast, below 1 = faster)."
         )
     return items
+
+
+def not_run_line(not_run: pd.DataFrame, thesis, *, ran_tiers: set[str], listed: bool) -> str:
+    """How many of the thesis's configurations this run neither ran nor planned, and where they are."""
+    tiers = [t for t in catalog.TIER_SPLITS if t in set(not_run.tier) and t not in ran_tiers]
+    none = f" (none on tier{'s' if len(tiers) > 1 else ''} {', '.join(tiers)})" if tiers else ""
+    where = (
+        "listed as missing (--all-configurations)"
+        if listed
+        else "left out of the tables and figures (--all-configurations lists them)"
+    )
+    return f"Not in this run: {len(not_run)} of the thesis's {len(thesis.results)} configurations{none}, {where}."
 
 
 METHOD_NOTES = (

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from raybench import catalog
-from raybench.report.comparison import map_comparison
+from raybench.report.comparison import groups, map_comparison
 from raybench.report.formatting import config_label, fmt, fmt_interval, is_missing
 from raybench.report.inputs import Thesis, model_rank, tier_rank
 
@@ -91,6 +91,62 @@ def _key(number: str, *parts: str) -> str:
     return "table_" + "_".join(re.sub(r"[^A-Za-z0-9.]+", "-", p).strip("-").lower() for p in (number, *parts) if p)
 
 
+LEADERS = 3  # configurations per tier on the leaderboard
+LEADERBOARD_COLUMNS = [
+    "tier", "pretrained", "rank", "model", "architecture", "seeds_ok", "accuracy", "accuracy_low", "accuracy_high",
+    "thesis_accuracy", "accuracy_diff", "thesis_rank", "thesis_configurations",
+]  # fmt: skip
+
+
+def leaderboard(comparison: pd.DataFrame, thesis: Thesis, *, top: int = LEADERS) -> pd.DataFrame:
+    """The `top` configurations of each tier (from scratch, then pretrained) by mean test accuracy over finished
+    seeds, with the thesis's accuracy for the same configuration and its rank among the thesis's of that tier."""
+    frames = []
+    for (tier, pretrained), group in groups(comparison[comparison.seeds_ok > 0]):
+        best = group.sort_values("accuracy", ascending=False, kind="stable").head(top)
+        published = thesis.results[(thesis.results.tier == tier) & (thesis.results.pretrained == pretrained)]
+        ranks = published.set_index("model").test_accuracy.rank(ascending=False, method="min")
+        frames.append(
+            best.assign(
+                rank=range(1, len(best) + 1),
+                thesis_rank=best.model.map(ranks).astype("Int64"),
+                thesis_configurations=len(published),
+            )
+        )
+    if not frames:
+        return pd.DataFrame(columns=LEADERBOARD_COLUMNS)
+    return pd.concat(frames, ignore_index=True)[LEADERBOARD_COLUMNS]
+
+
+def leaderboard_table(comparison: pd.DataFrame, thesis: Thesis, *, top: int = LEADERS) -> Table:
+    """The best configurations of each tier at a glance, each beside the thesis's number for it."""
+    data = leaderboard(comparison, thesis, top=top)
+    headers = ["Tier", "#", "Configuration", "Seeds", "Test accuracy", "thesis", "Δ", "Thesis's rank"]
+    shown, previous = [], None
+    for r in data.itertuples():
+        group = f"{r.tier}{' (pretrained)' if r.pretrained else ''}"
+        thesis_rank = "–" if is_missing(r.thesis_rank) else f"{int(r.thesis_rank)} of {r.thesis_configurations}"
+        shown.append(
+            [
+                group if group != previous else "",
+                str(r.rank),
+                f"{r.architecture}: {r.model}",
+                str(int(r.seeds_ok)),
+                fmt_interval(r.accuracy, r.accuracy_low, r.accuracy_high),
+                fmt(r.thesis_accuracy, "acc"),
+                fmt(r.accuracy_diff, "sacc"),
+                thesis_rank,
+            ]
+        )
+        previous = group
+    note = (
+        f"The {top} configurations of each tier with the highest mean test accuracy over their finished seeds; "
+        "with several seeds: mean [95% t-interval]. thesis: its accuracy for the same configuration; Thesis's rank: "
+        "where that configuration stands among the thesis's of the tier (1 = its best)."
+    )
+    return Table("table_leaderboard", "Leaderboard: the best configurations of each tier", data, headers, shown, note)
+
+
 TIER_COLUMNS = [
     "model", "architecture", "status", "seeds_ok", "seeds_failed", "seeds_missing", "seeds",
     "parameters", "thesis_parameters", "parameters_diff", "batch_size", "thesis_batch_size", "batch_size_diff",
@@ -162,10 +218,7 @@ def map_table(comparison: pd.DataFrame, thesis: Thesis, *, tier: str, pretrained
     shown = []
     for _, r in data.iterrows():
         best = " and ".join(who for who, flag in (("ours", r["our_best"]), ("thesis's", r["thesis_best"])) if flag)
-        if r["seeds_ok"]:
-            accuracy = fmt(r["accuracy"], "acc")
-        else:
-            accuracy = "**not in this run**" if is_missing(r.get("status")) else f"**{str(r['status']).upper()}**"
+        accuracy = fmt(r["accuracy"], "acc") if r["seeds_ok"] else f"**{str(r['status']).upper()}**"
         shown.append(
             [
                 r["architecture"],
