@@ -106,6 +106,7 @@ def test_every_table_and_figure_is_written_and_linked(written, run_folder):
         "table_5.16_tiny",
         "table_5.17_tiny",
         "table_a.1_trials",
+        "table_4.1_tiers",
     } | ({"table_unstable_trials"} if unstable else set())
     figures = {p.stem for p in (written / "figures").glob("*.png")}
     assert figures == {
@@ -510,6 +511,17 @@ def test_a_first_epoch_spike_is_cut_off_a_linear_axis_and_written():
     calm = epochs.assign(val_loss=epochs.val_loss.where(epochs.epoch > 1, 2.2))
     ax = report_figures.curve_figure(calm, best, value="val_loss", title="t", ylabel="validation loss").axes[0]
     assert ax.get_ylim()[1] > 2.2 and not ax.texts  # nothing to cut
+
+
+def test_table_4_1_as_printed_stands_beside_the_sizes_used_and_says_why(written):
+    markdown = (written / "report.md").read_text()
+    assert "Table 4.1: the tiers, as the thesis prints them and as used" in markdown.split("## Method")[1]
+    assert "| tiny | 400 | 200 / 80 / 120 | 198 / 76 / 115 | 198 / 76 / 115 |" in markdown
+    assert "| medium | 8500 | 4250 / 1700 / 2550 | 4250 / 1698 / 2547 | – |" in markdown
+    assert "all 33 of the thesis's 33 tiny-tier accuracies are multiples of 1/115" in markdown
+    assert "only 5 of 1/120" in markdown
+    data = csv(written, "table_4.1_tiers").set_index("tier")
+    assert tuple(data.loc["tiny", ["table_4_1_test", "used_test"]]) == (120, 115)
 
 
 def test_settings_that_differ_from_the_thesis_open_the_report(written):

@@ -292,7 +292,53 @@ def _all_trials(ctx: Context) -> list[Block]:
 
 
 def _method(ctx: Context) -> list[Block]:
-    return [Heading(2, "Method"), Bullets(METHOD_NOTES)]
+    """How the numbers are made, opening with the tier sizes: table 4.1 as printed beside the sizes used and run."""
+    sizes = ("train", "val", "test")
+    printed_tiny = catalog.TABLE_4_1["tiny"][2]
+    used_tiny = catalog.TIER_SPLITS["tiny"][2]
+    tiny = [r["accuracy"] for r in catalog.published_results() if r["dataset"] == "tiny"]
+
+    def multiples(n: int) -> int:  # published accuracies that are k/n to the printed three digits
+        return sum(any(abs(round(k / n, 3) - a) < 1e-9 for k in range(n + 1)) for a in tiny)
+
+    rows = []
+    for tier, printed in catalog.TABLE_4_1.items():
+        ran = ctx.trials[ctx.trials.tier == tier]
+        run = [pd.to_numeric(ran.get(f"n_{s}", pd.Series(dtype=float)), errors="coerce").dropna() for s in sizes]
+        rows.append(
+            {
+                "tier": tier,
+                "images": catalog.TIERS[tier] or catalog.PBC_IMAGES,
+                **{f"table_4_1_{s}": n for s, n in zip(sizes, printed, strict=True)},
+                **{f"used_{s}": n for s, n in zip(sizes, catalog.TIER_SPLITS[tier], strict=True)},
+                **{f"run_{s}": ", ".join(str(int(v)) for v in sorted(set(r))) for s, r in zip(sizes, run, strict=True)},
+            }
+        )
+    data = pd.DataFrame(rows)
+
+    def triple(r: pd.Series, prefix: str) -> str:
+        return (
+            " / ".join(str(r[f"{prefix}_{s}"]) for s in sizes) if all(r[f"{prefix}_{s}"] != "" for s in sizes) else "–"
+        )
+
+    table = Table(
+        "table_4.1_tiers",
+        "Table 4.1: the tiers, as the thesis prints them and as used",
+        data,
+        ["tier", "images", "table 4.1 (train / val / test)", "used: the thesis's rule", "this run"],
+        [
+            [r.tier, str(r.images), triple(r, "table_4_1"), triple(r, "used"), triple(r, "run")]
+            for _, r in data.iterrows()
+        ],
+        f"Table 4.1 prints each tier's exact 5:2:3 shares ({' / '.join(map(str, catalog.TABLE_4_1['tiny']))} on "
+        f"tiny). The sizes used are not those: all {multiples(used_tiny)} of the thesis's {len(tiny)} tiny-tier "
+        f"accuracies are multiples of 1/{used_tiny} to their printed three digits, only {multiples(printed_tiny)} "
+        f"of 1/{printed_tiny}, so its tiny test split had {used_tiny} images; the one rule that gives that and its "
+        f"large tier's {' / '.join(map(str, catalog.TIER_SPLITS['large']))} takes each class's share of the tier and "
+        'splits it half / a fifth / three tenths, rounded down (split_rule="thesis", the default); '
+        "`--set split_rule=exact` draws table 4.1 as printed.",
+    )
+    return [Heading(2, "Method"), table, Bullets(METHOD_NOTES)]
 
 
 Section = Callable[[Context], list[Block]]
