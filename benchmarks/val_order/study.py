@@ -86,11 +86,12 @@ def headline(wide: pd.DataFrame) -> str:
 def report(trials: pd.DataFrame, epochs: pd.DataFrame) -> str:
     wide = paired(trials)
     models = list(dict.fromkeys(trials.model))
-    settings = trials.drop_duplicates(["image_size", "max_epochs"])[["image_size", "max_epochs"]]
     sizes = trials.drop_duplicates(["n_train", "n_val", "n_test"])[["n_train", "n_val", "n_test"]]
     batches = trials.drop_duplicates("model").set_index("model").batch_size
     seeds = ", ".join(str(s) for s in sorted(trials.seed.unique()))
-    setting = ", ".join(f"{r.image_size} px, at most {r.max_epochs} epochs" for r in settings.itertuples())
+    per_model = trials.drop_duplicates(["model", "image_size", "max_epochs"])
+    setting = ", ".join(f"{r.model} {r.image_size} px" for r in per_model.itertuples())
+    caps = ", ".join(str(c) for c in sorted(per_model.max_epochs.unique()))
     split = ", ".join(f"{r.n_train}/{r.n_val}/{r.n_test}" for r in sizes.itertuples())
     out = [
         "# The tiny tier's validation loss: class order, shuffled order, per-image mean",
@@ -104,7 +105,8 @@ def report(trials: pd.DataFrame, epochs: pd.DataFrame) -> str:
         f"seeds {seeds}; seed s trains with seed s on split seed s, so each seed is "
         f"its own tier draw, validation order and initialisation, and the variants of a seed differ only in the "
         "validation loss.",
-        f"- The tiny tier of the shared real sample (train/val/test {split}); {setting}; otherwise the thesis's loop "
+        f"- The tiny tier of the shared real sample (train/val/test {split}); {setting}; at most {caps} epochs; "
+        "otherwise the thesis's loop "
         "(SGD 0.1, plateau schedule, early stopping from epoch 11 after 20 epochs without a 0.1 drop, the last "
         "improvement tested), on the CPU, one thread, in-process (`trial.train_trial`, no Ray).",
         f"- Variants: `{REFERENCE}` = val_order=class, val_loss=batches (the mean of per-batch means with the split in "
@@ -112,7 +114,11 @@ def report(trials: pd.DataFrame, epochs: pd.DataFrame) -> str:
         "(the default: the split in a seeded random order), val_loss=batches; `images` = val_loss=images (the mean "
         "over images, which no order changes).",
         f"- {len(trials)} trials finished, {len(wide)} (model, seed) pairs with all three variants; "
-        f"{int((trials.status != 'ok').sum())} not ok; {trials.wall_seconds.sum() / 3600:.1f} h of trial time.",
+        f"{int((trials.status != 'ok').sum())} not ok; {trials.wall_seconds.sum() / 3600:.1f} h of trial time on the "
+        "2-core CPU machine shared with other work. "
+        f"{int((~trials.stopped_early.astype(bool)).sum())} of {len(trials)} trials trained to the epoch cap without "
+        "early stopping ending them: their last epoch is the cap, and a full-length run could still have moved their "
+        "tested epoch.",
         "",
         "Epochs are 1-based; tested = the epoch whose weights were tested, last = the last epoch trained. With the "
         "epoch cap a trial that would have trained on stops at the cap, so the last epoch can only differ between "
