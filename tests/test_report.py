@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from raybench import catalog, report, results, train
+from raybench import catalog, data, report, results, train
 from raybench.report import figures as report_figures
 from raybench.report.inputs import ARCHITECTURE_OF
 from raybench.spec import Trial
@@ -78,9 +78,9 @@ def partial_folder(run_folder, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def written(run_folder):
-    """The report the CLI writes for the plan-less folder."""
-    assert report.main([str(run_folder)]) == 0
+def written(run_folder, decoded_cache):
+    """The report the CLI writes for the plan-less folder, with the image cache its trials read."""
+    assert report.main([str(run_folder), "--cache", str(decoded_cache)]) == 0
     return run_folder / "report"
 
 
@@ -122,6 +122,8 @@ def test_every_table_and_figure_is_written_and_linked(written, run_folder):
         "training_size_mobilenetv3",
         "epoch_time_lenet-5",
         "epoch_time_mobilenetv3",
+        "figure_4.1_class_distribution",
+        "figure_4.3_preprocessed",
     } | ({"confusion_unstable", "val_loss_unstable"} if unstable else set())
     for path in (written / "figures").glob("*.png"):
         with Image.open(path) as image:
@@ -522,6 +524,29 @@ def test_table_4_1_as_printed_stands_beside_the_sizes_used_and_says_why(written)
     assert "only 5 of 1/120" in markdown
     data = csv(written, "table_4.1_tiers").set_index("tier")
     assert tuple(data.loc["tiny", ["table_4_1_test", "used_test"]]) == (120, 115)
+
+
+def test_figures_4_1_and_4_3_show_the_classes_and_the_images_the_trials_read(written, run_folder, decoded_cache):
+    markdown = (written / "report.md").read_text().split("## Method")[1]
+    assert "Figure 4.1: images per class" in markdown and "Figure 4.3: the first training image" in markdown
+    counts = csv(written, "figure_4.1_class_distribution")
+    assert counts[counts.tier == "PBC dataset"].images.sum() == catalog.PBC_IMAGES
+    tiny = counts[counts.tier == "tiny"].groupby("split").images.sum()
+    assert dict(tiny) == {"train": 198, "val": 76, "test": 115}
+    manifest = pd.read_parquet(run_folder / "manifest.parquet")
+    images, block, _ = data.cached_images(manifest, split="train", image_size=32, cache_dir=decoded_cache)
+    prepared = data.prepare(None, tiers=data.tiers_for("tiny"))  # as the one-trial runner prepared it
+    x, y = data.load_split(prepared, "tiny", "train", image_size=32, cache_dir=decoded_cache)
+    assert images is not None and np.array_equal(images, x) and list(block.label) == list(y)
+
+
+def test_figure_4_3_without_the_cache_says_where_it_looked(run_folder, tmp_path):
+    assert report.main([str(run_folder), "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "empty")]) == 0
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert (
+        f"Figure 4.3 not drawn: no decoded cache of these training images at 32 px in {tmp_path / 'empty'}" in markdown
+    )
+    assert not (tmp_path / "out" / "figures" / "figure_4.3_preprocessed.png").exists()
 
 
 def test_settings_that_differ_from_the_thesis_open_the_report(written):

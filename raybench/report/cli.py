@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from raybench.data.cache import DEFAULT_CACHE_DIR
 from raybench.report.document import Report, build_report
 from raybench.report.inputs import read_results, read_thesis, select
 from raybench.report.rendering import render_html, render_markdown
@@ -72,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tiers", nargs="+", default=[], metavar="TIER", help="only these tiers (e.g. tiny small)")
     parser.add_argument("--out", help="report folder (default: RESULTS/report)")
+    parser.add_argument(
+        "--cache",
+        default=str(DEFAULT_CACHE_DIR),
+        help="the decode-once image cache the trials read, for figure 4.3 (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     out = Path(args.out) if args.out else Path(args.results) / "report"
@@ -82,7 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     chosen = (("models", args.models), ("tiers", args.tiers))
     filters = "; ".join(f"{name}: {' '.join(values)}" for name, values in chosen if values)
-    report = build_report(results, thesis, tiers=args.tiers, filters=f" (filtered to {filters})" if filters else "")
+    report = build_report(
+        results,
+        thesis,
+        tiers=args.tiers,
+        filters=f" (filtered to {filters})" if filters else "",
+        cache_dir=args.cache,
+    )
     write_report(report, out)
     seconds = time.perf_counter() - started
     print(f"{len(report.tables)} tables, {len(report.plots)} figures in {seconds:.1f}s -> {out / 'report.md'}")

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from raybench import catalog
+from raybench.data.cache import DEFAULT_CACHE_DIR, cached_images
 from raybench.report.comparison import (
     best_per_architecture,
     compare_with_thesis,
@@ -32,10 +35,12 @@ from raybench.report.effects import (
 )
 from raybench.report.figures import (
     accuracy_scatter,
+    class_distribution_figure,
     confusion_figure,
     curve_figure,
     heatmap_figure,
     map_figure,
+    preprocessed_figure,
     ratio_figure,
     size_figure,
     speed_scatter,
@@ -114,9 +119,17 @@ class Context:
     tiers: Sequence[str]
     filters: str
     redone: Sequence[str]
+    cache_dir: Path = DEFAULT_CACHE_DIR  # where figure 4.3 looks for the decoded images the trials read
 
 
-def context(results: Results, thesis: Thesis, *, tiers: Sequence[str] = (), filters: str = "") -> Context:
+def context(
+    results: Results,
+    thesis: Thesis,
+    *,
+    tiers: Sequence[str] = (),
+    filters: str = "",
+    cache_dir: str | Path = DEFAULT_CACHE_DIR,
+) -> Context:
     redone: list[str] = []
     if len(results.predictions):
         remapped, redone = maps_without_logits(results.trials, results.predictions, results.classes)
@@ -136,6 +149,7 @@ def context(results: Results, thesis: Thesis, *, tiers: Sequence[str] = (), filt
         tiers=tiers,
         filters=filters,
         redone=redone,
+        cache_dir=Path(cache_dir).expanduser(),
     )
 
 
@@ -338,7 +352,51 @@ def _method(ctx: Context) -> list[Block]:
         'splits it half / a fifth / three tenths, rounded down (split_rule="thesis", the default); '
         "`--set split_rule=exact` draws table 4.1 as printed.",
     )
-    return [Heading(2, "Method"), table, Bullets(METHOD_NOTES)]
+    return [Heading(2, "Method"), table, *_data_figures(ctx), Bullets(METHOD_NOTES)]
+
+
+def _data_figures(ctx: Context) -> list[Block]:
+    """Figures 4.1 (images per class) and 4.3 (one image per class as the networks saw it, from the cache)."""
+    manifest = ctx.everything.manifest
+    if manifest is None or manifest.empty:
+        return [Paragraph("Figures 4.1 and 4.3 not drawn: the folder has no manifest.parquet.")]
+    classes = list(ctx.everything.classes) or list(catalog.CLASSES)
+    figure, data = class_distribution_figure(manifest, classes)
+    blocks: list[Block] = [
+        Plot(
+            "figure_4.1_class_distribution",
+            "Figure 4.1: images per class, of the PBC dataset (Acevedo et al. 2020) and of each tier drawn here, by "
+            "split",
+            figure,
+            data,
+        )
+    ]
+    sizes = pd.to_numeric(ctx.everything.trials.get("image_size", pd.Series(dtype=float)), errors="coerce").dropna()
+    size = int(sizes.mode().iloc[0]) if len(sizes) else catalog.CROP
+    images, block, path = cached_images(manifest, split="train", image_size=size, cache_dir=ctx.cache_dir)
+    if images is None:
+        blocks.append(
+            Paragraph(
+                f"Figure 4.3 not drawn: no decoded cache of these training images at {size} px in {ctx.cache_dir} "
+                f"({path.name}); it is on the machine that trained them (`--cache` names another folder)."
+            )
+        )
+        return blocks
+    positions = block.reset_index(drop=True).groupby("class_name", sort=False).head(1)  # index: the cache row
+    order = [c for c in classes if c in set(positions.class_name)]
+    chosen = positions.set_index("class_name").index.get_indexer(order)
+    rows = positions.index[chosen]
+    blocks.append(
+        Plot(
+            "figure_4.3_preprocessed",
+            f"Figure 4.3: the first training image of each class as the networks saw it: greyscale (0.2989 R + "
+            f"0.587 G + 0.114 B), centre crop 352x352{f', resized to {size}x{size}' if size < catalog.CROP else ''}, "
+            "read from the decode-once cache the trials read (before the normalisation, a linear map of these grey "
+            "levels)",
+            preprocessed_figure([np.asarray(images[i]) for i in rows], order, image_size=size),
+        )
+    )
+    return blocks
 
 
 Section = Callable[[Context], list[Block]]
@@ -358,9 +416,16 @@ SECTIONS: tuple[Section, ...] = (
 SECTIONS_WITHOUT_BASELINE: tuple[Section, ...] = (_no_baseline, _environment, _unstable, _effects, _all_trials, _method)
 
 
-def build_report(results: Results, thesis: Thesis, *, tiers: Sequence[str] = (), filters: str = "") -> Report:
+def build_report(
+    results: Results,
+    thesis: Thesis,
+    *,
+    tiers: Sequence[str] = (),
+    filters: str = "",
+    cache_dir: str | Path = DEFAULT_CACHE_DIR,
+) -> Report:
     """The whole document: its sections in order, each a function of the same context."""
-    ctx = context(results, thesis, tiers=tiers, filters=filters)
+    ctx = context(results, thesis, tiers=tiers, filters=filters, cache_dir=cache_dir)
     sections = SECTIONS if len(ctx.trials) else SECTIONS_WITHOUT_BASELINE
     return Report(f"raybench report: {ctx.results.name}", [block for section in sections for block in section(ctx)])
 
