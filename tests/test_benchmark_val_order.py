@@ -5,7 +5,7 @@ import os
 import pandas as pd
 import pytest
 
-from benchmarks.val_order import VARIANTS
+from benchmarks.val_order import EPOCHS_CSV, REPORT, TRIALS_CSV, VARIANTS
 from benchmarks.val_order.__main__ import main
 from benchmarks.val_order.study import paired, report
 
@@ -45,6 +45,13 @@ def test_report_counts_the_pairs_whose_tested_epoch_last_epoch_and_accuracy_chan
     assert "shuffled against class: the tested epoch changed in 1 of 3 (model, seed) pairs" in text
     assert "at most 0.104 (12 of 115 test images)" in text
     assert "| lenet5 | 1 | 0.400 | 0.504 | 0.400 | 20/40 | 12/32 | 20/40 |" in text
+    assert "No variant could change resnet_18: in every seed and variant its tested epoch is 11" in text
+
+
+def test_committed_report_is_what_the_code_writes_from_the_committed_csvs():
+    trials = pd.read_csv(TRIALS_CSV)
+    assert REPORT.read_text() == report(trials, pd.read_csv(EPOCHS_CSV))
+    assert set(trials.variant) == set(VARIANTS) and len(set(trials.model)) >= 3
 
 
 def test_bad_data_folder_is_one_line_and_rc_2(tmp_path, capsys):

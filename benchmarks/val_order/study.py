@@ -7,6 +7,7 @@ import math
 import pandas as pd
 
 from benchmarks.val_order import VARIANTS
+from raybench import catalog
 
 REFERENCE = next(iter(VARIANTS))  # "class": the order the earlier default used
 # t quantiles (two-sided 95 %) for the mean of n paired differences, n - 1 degrees of freedom
@@ -80,7 +81,17 @@ def headline(wide: pd.DataFrame) -> str:
             f"{int((diff != 0).sum())}, by {mean_interval(diff)} on average (95 % t interval), at most "
             f"{diff.abs().max():.3f} ({diff.abs().max() * 115:.0f} of 115 test images)"
         )
-    return "; ".join(parts) + "."
+    first = catalog.LOOP_DEFAULTS["es_start"] + 1  # the first epoch early stopping considers (1-based)
+    tested = [c for c in wide.columns if c.startswith("tested_epoch_")]
+    stuck = [m for m, g in wide.groupby("model", sort=False) if (g[tested] == first).all().all()]
+    note = (
+        f" No variant could change {', '.join(stuck)}: in every seed and variant its tested epoch is {first}, the "
+        f"first early stopping considers, so nothing after it improved the validation loss by "
+        f"{catalog.LOOP_DEFAULTS['es_min_delta']}."
+        if stuck
+        else ""
+    )
+    return "; ".join(parts) + "." + note
 
 
 def report(trials: pd.DataFrame, epochs: pd.DataFrame) -> str:
