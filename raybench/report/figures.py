@@ -445,7 +445,7 @@ def class_distribution_figure(manifest: pd.DataFrame, classes: Sequence[str]) ->
     for ax, tier in zip(axes, tiers, strict=True):
         rows = data[data.tier == tier]
         bottom = np.zeros(len(classes))
-        for split in dict.fromkeys(rows.split):
+        for split in [s for s in (*catalog.SPLITS, "all") if s in set(rows.split)]:  # train, val, test from below
             n = rows[rows.split == split].set_index("class_name").images.reindex(classes).fillna(0).to_numpy()
             ax.bar(x, n, bottom=bottom, color=SPLIT_COLOR.get(split, "#7f7f7f"), label=split)
             bottom += n
