@@ -263,4 +263,4 @@ def train_trial(
 
 
 def default_cache_dir() -> Path:
-    return Path.home() / ".cache" / "raybench"
+    return pbc.DEFAULT_CACHE_DIR.expanduser()

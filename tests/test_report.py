@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 from PIL import Image
 
-from raybench import catalog, grid, report, results, train
+from raybench import catalog, data, grid, report, results, train
 from raybench.report import figures as report_figures
 from raybench.report.inputs import ARCHITECTURE_OF
 from raybench.spec import Trial
@@ -82,9 +82,9 @@ def partial_folder(run_folder, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def written(run_folder):
-    """The report the CLI writes for the plan-less folder."""
-    assert report.main([str(run_folder)]) == 0
+def written(run_folder, decoded_cache):
+    """The report the CLI writes for the plan-less folder, with the image cache its trials read."""
+    assert report.main([str(run_folder), "--cache", str(decoded_cache)]) == 0
     return run_folder / "report"
 
 
@@ -112,6 +112,7 @@ def test_every_table_and_figure_is_written_and_linked(written, run_folder):
         "table_5.9_lenet-5",
         "table_5.11_mobilenetv3",
         "table_a.1_trials",
+        "table_4.1_tiers",
     } | ({"table_unstable_trials"} if unstable else set())
     figures = {p.stem for p in (written / "figures").glob("*.png")}
     # no learning-rate figure (it stays at 0.1 in 3 epochs), no figure against the training-set size (one tier)
@@ -122,6 +123,8 @@ def test_every_table_and_figure_is_written_and_linked(written, run_folder):
         "val_loss_tiny",
         "confusion_tiny",
         "map_curve_tiny",
+        "figure_4.1_class_distribution",
+        "figure_4.3_preprocessed",
     } | ({"confusion_unstable", "val_loss_unstable"} if unstable else set())
     for path in (written / "figures").glob("*.png"):
         with Image.open(path) as image:
@@ -512,6 +515,40 @@ def test_a_first_epoch_spike_is_cut_off_a_linear_axis_and_written():
     calm = epochs.assign(val_loss=epochs.val_loss.where(epochs.epoch > 1, 2.2))
     ax = report_figures.curve_figure(calm, best, value="val_loss", title="t", ylabel="validation loss").axes[0]
     assert ax.get_ylim()[1] > 2.2 and not ax.texts  # nothing to cut
+
+
+def test_table_4_1_as_printed_stands_beside_the_sizes_used_and_says_why(written):
+    markdown = (written / "report.md").read_text()
+    assert "Table 4.1: the tiers, as the thesis prints them and as used" in markdown.split("## Method")[1]
+    assert "| tiny | 400 | 200 / 80 / 120 | 198 / 76 / 115 | 198 / 76 / 115 |" in markdown
+    assert "| medium | 8500 | 4250 / 1700 / 2550 | 4250 / 1698 / 2547 | – |" in markdown
+    assert "all 33 of the thesis's 33 tiny-tier accuracies are multiples of 1/115" in markdown
+    assert "only 5 of 1/120" in markdown
+    data = csv(written, "table_4.1_tiers").set_index("tier")
+    assert tuple(data.loc["tiny", ["table_4_1_test", "used_test"]]) == (120, 115)
+
+
+def test_figures_4_1_and_4_3_show_the_classes_and_the_images_the_trials_read(written, run_folder, decoded_cache):
+    markdown = (written / "report.md").read_text().split("## Method")[1]
+    assert "Figure 4.1: images per class" in markdown and "Figure 4.3: the first training image" in markdown
+    counts = csv(written, "figure_4.1_class_distribution")
+    assert counts[counts.tier == "PBC dataset"].images.sum() == catalog.PBC_IMAGES
+    tiny = counts[counts.tier == "tiny"].groupby("split").images.sum()
+    assert dict(tiny) == {"train": 198, "val": 76, "test": 115}
+    manifest = pd.read_parquet(run_folder / "manifest.parquet")
+    images, block, _ = data.cached_images(manifest, split="train", image_size=32, cache_dir=decoded_cache)
+    prepared = data.prepare(None, tiers=data.tiers_for("tiny"))  # as the one-trial runner prepared it
+    x, y = data.load_split(prepared, "tiny", "train", image_size=32, cache_dir=decoded_cache)
+    assert images is not None and np.array_equal(images, x) and list(block.label) == list(y)
+
+
+def test_figure_4_3_without_the_cache_says_where_it_looked(run_folder, tmp_path):
+    assert report.main([str(run_folder), "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "empty")]) == 0
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert (
+        f"Figure 4.3 not drawn: no decoded cache of these training images at 32 px in {tmp_path / 'empty'}" in markdown
+    )
+    assert not (tmp_path / "out" / "figures" / "figure_4.3_preprocessed.png").exists()
 
 
 def test_settings_that_differ_from_the_thesis_open_the_report(written):

@@ -15,7 +15,7 @@ Command line: `python -m raybench.data download DEST` fetches the full dataset (
 """
 
 from raybench.catalog import CLASSES, SPLITS  # the class folders and the split names, defined in catalog
-from raybench.data.cache import PREPROCESS_VERSION, load_split, preprocess
+from raybench.data.cache import DEFAULT_CACHE_DIR, PREPROCESS_VERSION, cached_images, load_split, preprocess
 from raybench.data.preparation import Prepared, PrepareReport, prepare, straddling_pairs
 from raybench.data.source import EMBEDDED_DATA, PBC_URL, PBC_ZIP, DownloadError, download, find_root
 from raybench.data.tiers import tier_counts, tiers_for
@@ -23,6 +23,7 @@ from raybench.data.validation import DataWarning
 
 __all__ = [
     "CLASSES",
+    "DEFAULT_CACHE_DIR",
     "EMBEDDED_DATA",
     "PBC_URL",
     "PBC_ZIP",
@@ -32,6 +33,7 @@ __all__ = [
     "DownloadError",
     "PrepareReport",
     "Prepared",
+    "cached_images",
     "download",
     "find_root",
     "load_split",

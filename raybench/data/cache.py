@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 PREPROCESS_VERSION = "pbc-grey(0.2989,0.587,0.114)-round-centercrop352-bilinear-v2"
 # input="colour" (§7.2): the same crop in RGB, channels first, in caches of their own (another key and file name)
 PREPROCESS_VERSION_COLOUR = "pbc-rgb-channels-first-centercrop352-bilinear-v1"
+DEFAULT_CACHE_DIR = Path("~/.cache/raybench")  # each machine's decode-once cache, shared by its trials
 _CHUNK_ROWS = 256  # the decoded cache is checksummed in chunks of this many images
 _NO_SPACE_HINT = "free some space or pass another cache folder (--cache)"
 
@@ -130,12 +131,7 @@ def _decoded(
     root: Path, block: pd.DataFrame, image_size: int, cache_dir: Path, *, split: str, check_rows: int, colour: bool
 ) -> np.ndarray:
     """The cache of `block` at `image_size`, opened if it checks out, else built (once, under a lock) and opened."""
-    version, mode, shape = PREPROCESS_VERSION, "", [len(block), image_size, image_size]
-    if colour:  # the greyscale caches keep their keys and names
-        version, mode, shape = PREPROCESS_VERSION_COLOUR, "rgb-", [len(block), 3, image_size, image_size]
-    key = hashlib.sha256("\n".join([version, str(image_size), *block.sha256]).encode()).hexdigest()
-    path = cache_dir / f"pbc-{split}-{image_size}px-{mode}{len(block)}-{key[:20]}.npy"
-    expected = {"key": key, "preprocess": version, "shape": shape}
+    path, expected = _cache_file(block, image_size, cache_dir, split=split, colour=colour)
     x = _open_cache(path, expected, check_rows)
     if x is None:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -151,6 +147,31 @@ def _decoded(
             f"is {cache_dir} writable and not full?"
         )
     return x
+
+
+def _cache_file(
+    block: pd.DataFrame, image_size: int, cache_dir: Path, *, split: str, colour: bool
+) -> tuple[Path, dict]:
+    """Where the cache of `block` (one split of a prepared run's biggest tier, in manifest order) lies, and what its
+    sidecar must say."""
+    version, mode, shape = PREPROCESS_VERSION, "", [len(block), image_size, image_size]
+    if colour:  # the greyscale caches keep their keys and names
+        version, mode, shape = PREPROCESS_VERSION_COLOUR, "rgb-", [len(block), 3, image_size, image_size]
+    key = hashlib.sha256("\n".join([version, str(image_size), *block.sha256]).encode()).hexdigest()
+    path = cache_dir / f"pbc-{split}-{image_size}px-{mode}{len(block)}-{key[:20]}.npy"
+    return path, {"key": key, "preprocess": version, "shape": shape}
+
+
+def cached_images(
+    manifest: pd.DataFrame, *, split: str, image_size: int, cache_dir: str | Path
+) -> tuple[np.ndarray | None, pd.DataFrame, Path]:
+    """(images, their manifest rows, the cache file) of `split` of a results folder's manifest: its biggest tier's
+    block as load_split keyed it, the images a read-only array, or None when this machine has no such cache (this
+    never builds one)."""
+    biggest = manifest.tier.value_counts().idxmax()
+    block = manifest[(manifest.tier == biggest) & (manifest.split == split)]
+    path, expected = _cache_file(block, image_size, Path(cache_dir).expanduser(), split=split, colour=False)
+    return _open_cache(path, expected, len(block), quiet=True), block, path
 
 
 def _open_cache(path: Path, expected: dict, check_rows: int, quiet: bool = False) -> np.ndarray | None:

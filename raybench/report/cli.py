@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from raybench.data.cache import DEFAULT_CACHE_DIR
 from raybench.report import conclusions
 from raybench.report.conclusions import load_claims
 from raybench.report.document import Report, build_report
@@ -101,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         help="a Python file declaring CLAIMS (raybench.report.conclusions.Claim) to test beside the thesis's; "
         "the run's own grid file is read for CLAIMS without asking (repeatable)",
     )
+    parser.add_argument(
+        "--cache",
+        default=str(DEFAULT_CACHE_DIR),
+        help="the decode-once image cache the trials read, for figure 4.3 (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     out = Path(args.out) if args.out else Path(args.results) / "report"
@@ -114,7 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     filters = "; ".join(f"{name}: {' '.join(values)}" for name, values in chosen if values)
     filters = f" (filtered to {filters})" if filters else ""
     report = build_report(
-        results, thesis, tiers=args.tiers, filters=filters, all_configurations=args.all_configurations, claims=claims
+        results,
+        thesis,
+        tiers=args.tiers,
+        filters=filters,
+        all_configurations=args.all_configurations,
+        claims=claims,
+        cache_dir=args.cache,
     )
     write_report(report, out)
     seconds = time.perf_counter() - started

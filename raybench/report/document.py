@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from raybench import catalog
+from raybench.data.cache import DEFAULT_CACHE_DIR, cached_images
 from raybench.report.comparison import (
     best_per_architecture,
     compare_with_thesis,
@@ -33,10 +36,12 @@ from raybench.report.effects import (
 )
 from raybench.report.figures import (
     accuracy_scatter,
+    class_distribution_figure,
     confusion_figure,
     curve_figure,
     heatmap_figure,
     map_figure,
+    preprocessed_figure,
     ratio_figure,
     scatter_points,
     size_figure,
@@ -121,6 +126,7 @@ class Context:
     redone: Sequence[str]
     all_configurations: bool = False  # the thesis's configurations this run did not run or plan, listed as missing
     claims: tuple = CLAIMS  # the conclusions tested: the thesis's, and any a grid or --claims file adds
+    cache_dir: Path = DEFAULT_CACHE_DIR  # where figure 4.3 looks for the decoded images the trials read
 
 
 def context(
@@ -131,6 +137,7 @@ def context(
     filters: str = "",
     all_configurations: bool = False,
     claims: tuple = CLAIMS,
+    cache_dir: str | Path = DEFAULT_CACHE_DIR,
 ) -> Context:
     redone: list[str] = []
     if len(results.predictions):
@@ -153,6 +160,7 @@ def context(
         redone=redone,
         all_configurations=all_configurations,
         claims=claims,
+        cache_dir=Path(cache_dir).expanduser(),
     )
 
 
@@ -328,7 +336,97 @@ def _all_trials(ctx: Context) -> list[Block]:
 
 
 def _method(ctx: Context) -> list[Block]:
-    return [Heading(2, "Method"), Bullets(METHOD_NOTES)]
+    """How the numbers are made, opening with the tier sizes: table 4.1 as printed beside the sizes used and run."""
+    sizes = ("train", "val", "test")
+    printed_tiny = catalog.TABLE_4_1["tiny"][2]
+    used_tiny = catalog.TIER_SPLITS["tiny"][2]
+    tiny = [r["accuracy"] for r in catalog.published_results() if r["dataset"] == "tiny"]
+
+    def multiples(n: int) -> int:  # published accuracies that are k/n to the printed three digits
+        return sum(any(abs(round(k / n, 3) - a) < 1e-9 for k in range(n + 1)) for a in tiny)
+
+    rows = []
+    for tier, printed in catalog.TABLE_4_1.items():
+        ran = ctx.trials[ctx.trials.tier == tier]
+        run = [pd.to_numeric(ran.get(f"n_{s}", pd.Series(dtype=float)), errors="coerce").dropna() for s in sizes]
+        rows.append(
+            {
+                "tier": tier,
+                "images": catalog.TIERS[tier] or catalog.PBC_IMAGES,
+                **{f"table_4_1_{s}": n for s, n in zip(sizes, printed, strict=True)},
+                **{f"used_{s}": n for s, n in zip(sizes, catalog.TIER_SPLITS[tier], strict=True)},
+                **{f"run_{s}": ", ".join(str(int(v)) for v in sorted(set(r))) for s, r in zip(sizes, run, strict=True)},
+            }
+        )
+    data = pd.DataFrame(rows)
+
+    def triple(r: pd.Series, prefix: str) -> str:
+        return (
+            " / ".join(str(r[f"{prefix}_{s}"]) for s in sizes) if all(r[f"{prefix}_{s}"] != "" for s in sizes) else "–"
+        )
+
+    table = Table(
+        "table_4.1_tiers",
+        "Table 4.1: the tiers, as the thesis prints them and as used",
+        data,
+        ["tier", "images", "table 4.1 (train / val / test)", "used: the thesis's rule", "this run"],
+        [
+            [r.tier, str(r.images), triple(r, "table_4_1"), triple(r, "used"), triple(r, "run")]
+            for _, r in data.iterrows()
+        ],
+        f"Table 4.1 prints each tier's exact 5:2:3 shares ({' / '.join(map(str, catalog.TABLE_4_1['tiny']))} on "
+        f"tiny). The sizes used are not those: all {multiples(used_tiny)} of the thesis's {len(tiny)} tiny-tier "
+        f"accuracies are multiples of 1/{used_tiny} to their printed three digits, only {multiples(printed_tiny)} "
+        f"of 1/{printed_tiny}, so its tiny test split had {used_tiny} images; the one rule that gives that and its "
+        f"large tier's {' / '.join(map(str, catalog.TIER_SPLITS['large']))} takes each class's share of the tier and "
+        'splits it half / a fifth / three tenths, rounded down (split_rule="thesis", the default); '
+        "`--set split_rule=exact` draws table 4.1 as printed.",
+    )
+    return [Heading(2, "Method"), table, *_data_figures(ctx), Bullets(METHOD_NOTES)]
+
+
+def _data_figures(ctx: Context) -> list[Block]:
+    """Figures 4.1 (images per class) and 4.3 (one image per class as the networks saw it, from the cache)."""
+    manifest = ctx.everything.manifest
+    if manifest is None or manifest.empty:
+        return [Paragraph("Figures 4.1 and 4.3 not drawn: the folder has no manifest.parquet.")]
+    classes = list(ctx.everything.classes) or list(catalog.CLASSES)
+    figure, data = class_distribution_figure(manifest, classes)
+    blocks: list[Block] = [
+        Plot(
+            "figure_4.1_class_distribution",
+            "Figure 4.1: images per class, of the PBC dataset (Acevedo et al. 2020) and of each tier drawn here, by "
+            "split",
+            figure,
+            data,
+        )
+    ]
+    sizes = pd.to_numeric(ctx.everything.trials.get("image_size", pd.Series(dtype=float)), errors="coerce").dropna()
+    size = int(sizes.mode().iloc[0]) if len(sizes) else catalog.CROP
+    images, block, path = cached_images(manifest, split="train", image_size=size, cache_dir=ctx.cache_dir)
+    if images is None:
+        blocks.append(
+            Paragraph(
+                f"Figure 4.3 not drawn: no decoded cache of these training images at {size} px in {ctx.cache_dir} "
+                f"({path.name}); it is on the machine that trained them (`--cache` names another folder)."
+            )
+        )
+        return blocks
+    positions = block.reset_index(drop=True).groupby("class_name", sort=False).head(1)  # index: the cache row
+    order = [c for c in classes if c in set(positions.class_name)]
+    chosen = positions.set_index("class_name").index.get_indexer(order)
+    rows = positions.index[chosen]
+    blocks.append(
+        Plot(
+            "figure_4.3_preprocessed",
+            f"Figure 4.3: the first training image of each class as the networks saw it: greyscale (0.2989 R + "
+            f"0.587 G + 0.114 B), centre crop 352x352{f', resized to {size}x{size}' if size < catalog.CROP else ''}, "
+            "read from the decode-once cache the trials read (before the normalisation, a linear map of these grey "
+            "levels)",
+            preprocessed_figure([np.asarray(images[i]) for i in rows], order, image_size=size),
+        )
+    )
+    return blocks
 
 
 Section = Callable[[Context], list[Block]]
@@ -357,10 +455,19 @@ def build_report(
     filters: str = "",
     all_configurations: bool = False,
     claims: tuple = CLAIMS,
+    cache_dir: str | Path = DEFAULT_CACHE_DIR,
 ) -> Report:
     """The whole document: its sections in order, each a function of the same context. The thesis's configurations
     that this run neither ran nor planned are left out, unless `all_configurations` (then listed as missing)."""
-    ctx = context(results, thesis, tiers=tiers, filters=filters, all_configurations=all_configurations, claims=claims)
+    ctx = context(
+        results,
+        thesis,
+        tiers=tiers,
+        filters=filters,
+        all_configurations=all_configurations,
+        claims=claims,
+        cache_dir=cache_dir,
+    )
     sections = SECTIONS if len(ctx.trials) else SECTIONS_WITHOUT_BASELINE
     return Report(f"raybench report: {ctx.results.name}", [block for section in sections for block in section(ctx)])
 

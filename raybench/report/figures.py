@@ -522,3 +522,47 @@ def ratio_figure(ratios: pd.DataFrame, *, title: str) -> Figure:
         if k == 0:
             _legend(ax, loc="lower right")
     return fig
+
+
+SPLIT_COLOR = {"train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c"}
+
+
+def class_distribution_figure(manifest: pd.DataFrame, classes: Sequence[str]) -> tuple[Figure, pd.DataFrame]:
+    """Fig. 4.1: images per class, of the PBC dataset (Acevedo et al.) and of each tier this run drew, split by split
+    (its own scale per panel: the tiers span 400 to 17,092 images)."""
+    counts = manifest.groupby(["tier", "split", "class_name"]).size().rename("images").reset_index()
+    dataset = pd.DataFrame(
+        {"tier": "PBC dataset", "split": "all", "class_name": list(catalog.CLASSES), "images": catalog.PBC_CLASS_COUNTS}
+    )
+    data = pd.concat([dataset, counts], ignore_index=True)
+    tiers = ["PBC dataset", *sorted(counts.tier.unique(), key=tier_rank)]
+    fig = _figure(3.3 * len(tiers), 3.6)
+    axes = fig.subplots(1, len(tiers), squeeze=False)[0]
+    x = np.arange(len(classes))
+    for ax, tier in zip(axes, tiers, strict=True):
+        rows = data[data.tier == tier]
+        bottom = np.zeros(len(classes))
+        for split in [s for s in (*catalog.SPLITS, "all") if s in set(rows.split)]:  # train, val, test from below
+            n = rows[rows.split == split].set_index("class_name").images.reindex(classes).fillna(0).to_numpy()
+            ax.bar(x, n, bottom=bottom, color=SPLIT_COLOR.get(split, "#7f7f7f"), label=split)
+            bottom += n
+        ax.set_xticks(x, classes, rotation=60, ha="right", fontsize=8)
+        ax.set_title(f"{tier} ({int(bottom.sum())} images)", fontsize=9)
+        ax.set_ylabel("images")
+    _legend(axes[-1])
+    return fig, data
+
+
+def preprocessed_figure(images: Sequence[np.ndarray], labels: Sequence[str], *, image_size: int) -> Figure:
+    """Fig. 4.3: one image per class as the networks saw it (greyscale, 352x352 centre crop, resized to the run's
+    size), drawn from the decode-once cache; normalisation is a linear map of these grey levels."""
+    cols = min(4, len(images))
+    rows = math.ceil(len(images) / cols)
+    fig = _figure(2.2 * cols, 2.4 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, image, label in zip(axes, images, labels, strict=False):
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(f"{label} ({image_size} px)", fontsize=9)
+    return fig

@@ -28,6 +28,7 @@ class Results:
     plan: pd.DataFrame | None
     classes: tuple[str, ...]
     runs: tuple[dict, ...] = ()  # provenance: each invocation's versions, commit, command, machine and times
+    manifest: pd.DataFrame | None = None  # every image used: its sha256, class, tier and split (None without one)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +59,13 @@ def read_results(folder: str | Path) -> Results:
     trials = with_collapse(trials)
     if plan is not None:
         plan = plan.assign(pretrained=plan["pretrained"].astype(bool))
-    return Results(folder.name, trials, epochs, predictions, plan, classes, tuple(provenance.read_runs(folder)))
+    manifest = pd.read_parquet(folder / "manifest.parquet") if (folder / "manifest.parquet").is_file() else None
+    return Results(
+        folder.name,
+        *(trials, epochs, predictions, plan, classes),
+        tuple(provenance.read_runs(folder)),
+        manifest,
+    )
 
 
 def _classes_in(matrix) -> float:

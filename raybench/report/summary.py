@@ -124,7 +124,7 @@ METHOD_NOTES = (
     "shaded bands). Confusion matrices sum the seeds. Failed and diverged seeds do not enter the means.",
     "Binomial check: the thesis's accuracy p and our test-set size n give the 95% Wilson score interval; a "
     "configuration agrees when our (mean) accuracy lies inside it, i.e. within the spread test-set sampling alone "
-    "produces. Without a finished trial the thesis's tier test size is used (table 4.1).",
+    "produces. Without a finished trial the tier's test size as used is (table 4.1 above: the thesis's rule).",
     "Δ = ours − thesis's; × = ours / thesis's (times). s/epoch = total training time (training and validation) "
     "/ epochs, as in the thesis. Epochs marked * reached the epoch limit (100 in the thesis). Table 5.16 divides "
     "each pretrained number by the same model's from scratch.",

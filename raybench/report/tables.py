@@ -303,7 +303,7 @@ def architecture_table(comparison: pd.DataFrame, architecture: str) -> Table:
         headers,
         shown,
         "Epochs marked * hit the epoch limit; × is our time divided by the thesis's (other hardware, see the tier "
-        "tables). Train images: ours (the thesis's tiers: table 4.1).",
+        "tables). Train images: ours (table 4.1 in Method: as printed and as used).",
     )
 
 
