@@ -11,7 +11,9 @@ On the 352x352 crop, in RGB:
 3. the cytoplasm: a second Otsu threshold among the pixels below the first, without red-cell pixels (R - B above
    the red cells' own median, measured more than RED_CELL_DISTANCE from the seed, less RED_CELL_MARGIN), within
    GROWTH pixels of the seed;
-4. the cell: the seed and the cytoplasm connected to it, closed (radius 4), holes filled, opened (radius 3).
+4. the cell: the seed, its convex hull (the cytoplasm between the lobes of a nucleus shaped like a C or in parts,
+   which stains little: neutrophils, eosinophils) and the cytoplasm connected to it, closed (radius 4), holes
+   filled, opened (radius 3).
 
 `cell_mask` gives it as booleans; `preprocess_mask` for an image as the cache stores it (uint8 0/1, the grey
 cache's crop and size, resized with the nearest pixel).
@@ -21,12 +23,12 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
+from scipy import ndimage, spatial
 
 from raybench.catalog import CROP
 
 # part of the mask cache's key: change it with any rule or constant below
-MASK_VERSION = "pbc-mask-b-g-otsu2-seed25-grow30-redcell8-v1"
+MASK_VERSION = "pbc-mask-b-g-otsu2-seed25-hull-grow30-redcell8-v2"
 SEED_MIN_AREA = 30  # pixels at 352x352: specks of stain are no seed
 SEED_MERGE = 25  # pixels from the centre: every seed part this close is the cell's (lobed nuclei)
 GROWTH = 30  # pixels: how far the cytoplasm reaches beyond the seed
@@ -86,11 +88,27 @@ def cell_mask(rgb: np.ndarray) -> np.ndarray:
     if red_cells.sum() >= MIN_RED_CELL_PIXELS:
         cytoplasm = stained & (redness < np.median(redness[red_cells]) - RED_CELL_MARGIN)
     cytoplasm = ndimage.binary_opening(cytoplasm, _disc(2)) & (from_seed <= GROWTH)
+    seed |= convex_hull(seed)
     grown, _ = ndimage.label(cytoplasm | seed)
     touching = np.unique(grown[seed])
     cell = np.isin(grown, touching[touching > 0])
     cell = ndimage.binary_fill_holes(ndimage.binary_closing(cell, _disc(4)))
     return ndimage.binary_opening(cell, _disc(3))
+
+
+def convex_hull(mask: np.ndarray) -> np.ndarray:
+    """The filled convex hull of a boolean mask's pixels (the mask itself when they are fewer than 3 or in a line)."""
+    edge = mask & ~ndimage.binary_erosion(mask)
+    points = np.argwhere(edge)
+    if len(points) < 3 or np.linalg.matrix_rank(points - points[0]) < 2:
+        return mask.copy()
+    top, left = points.min(0)
+    bottom, right = points.max(0) + 1
+    yy, xx = np.mgrid[top:bottom, left:right]
+    inside = spatial.Delaunay(points).find_simplex(np.column_stack([yy.ravel(), xx.ravel()])) >= 0
+    hull = np.zeros_like(mask)
+    hull[top:bottom, left:right] = inside.reshape(yy.shape)
+    return hull | mask
 
 
 def preprocess_mask(crop: Image.Image, image_size: int = CROP) -> np.ndarray:
