@@ -11,13 +11,14 @@ setting otherwise (352x352, SGD at 0.1, its schedule and early stopping):
   and tier) on ResNet-18, which the thesis found robust, and the two MobileNets, which it found not: optimizers
   (momentum, Nesterov, AdamW, each at the learning rate that suits it), smaller batches with and without learning-rate
   scaling, the plateau schedule, relative early stopping, testing the lowest validation loss, augmentation, grey
-  1-channel and colour input, normalisation measured on the training split;
+  1-channel and colour input, the mask of the cell at the centre (§7.2: as a 4th channel beside the grey or the
+  colour image, or multiplied into the grey image), normalisation measured on the training split;
 - ImageNet fine-tunes (head only, as §4.6) of the thesis's pretrainable small models and ViT-B/16 and B/32 (their
   224-pixel weights interpolated to 352, §7.2), and the same with the whole network trained;
 - ResNet-18 and MobileNetV3-Small on the large tier, keeping their weights: grids/future_pbc.py fine-tunes from
   them (pretraining on the PBC data itself, §7.2), once this run has finished.
 
-Three seeds each (the report gives means with 95% intervals): 663 trials, most of them on small tiers. Point
+Three seeds each (the report gives means with 95% intervals): 744 trials, most of them on small tiers. Point
 --data at the full PBC dataset (python -m raybench.data download DEST); `--dry-run` prints the plan.
 """
 
@@ -40,6 +41,9 @@ OPTIONS = {
     "augment_all": {"augment": "flip+rot90+jitter+shift+noise"},
     "grey1": {"input": "grey1"},
     "colour": {"input": "colour"},
+    "mask": {"input": "grey3_mask"},  # the central cell's mask as a 4th channel (data.masks)
+    "masked": {"input": "grey3_masked"},  # the grey image times the mask: the background black
+    "colour_mask": {"input": "colour_mask"},  # RGB and the mask
     "measured": {"normalise": "measured"},
 }
 

@@ -24,26 +24,44 @@ def to_input(
     mean: typing.Sequence[float] = (MEAN,),
     std: typing.Sequence[float] = (STD,),
     augment: typing.Callable[[torch.Tensor], torch.Tensor] | None = None,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """uint8 images -> normalised float32 (N, channels, H, W): (x / 255 - mean) / std per channel (§4.2).
 
     Greyscale images (N, H, W) become `channels` views of one (§4.2); colour ones are (N, 3, H, W) already.
-    `augment` changes the (N, C, H, W) images scaled to [0, 1] before they are normalised.
+    `augment` changes the (N, C, H, W) images scaled to [0, 1] before they are normalised. A `mask` (N, H, W) of 0/1
+    is the last channel (input="..._mask", §7.2), augmented with the image (moved as it is, never recoloured) and
+    normalised as a pixel of 0 or 255 is with the thesis's mean and std.
     """
     grey = x.ndim == 3
     if x.dtype != torch.uint8 or x.ndim not in (3, 4):
         raise ValueError(f"to_input expects uint8 images shaped (N, H, W) or (N, C, H, W), got {x.dtype} {x.shape}")
-    if channels < 1 or not (grey or x.shape[1] == channels):
-        raise ValueError(f"channels must be positive, and {x.shape[1]} for colour images, got {channels}")
+    image_channels = channels - (mask is not None)
+    if image_channels < 1 or not (grey or x.shape[1] == image_channels):
+        raise ValueError(f"channels must be positive, and {x.shape[1]} for colour images, got {image_channels}")
+    if mask is not None and (mask.shape != (x.shape[0], *x.shape[-2:])):
+        raise ValueError(f"a mask must be shaped (N, H, W) as its images {tuple(x.shape)}, got {tuple(mask.shape)}")
     x = x.to(torch.float32).div_(255.0)
     x = x.unsqueeze(1) if grey else x
+    if mask is not None:
+        x = torch.cat([x, mask.to(torch.float32).unsqueeze(1)], 1)
     if augment is not None:
         x = augment(x)
+    if mask is not None:
+        x, mask_channel = x[:, :-1], x[:, -1:].sub(MEAN).div_(STD)
+        x = _normalise(x, mean, std)
+        image = x.expand(-1, image_channels, -1, -1) if grey else x
+        return torch.cat([image, mask_channel], 1)
+    x = _normalise(x, mean, std)
+    return x.expand(-1, channels, -1, -1) if grey else x
+
+
+def _normalise(x: torch.Tensor, mean: typing.Sequence[float], std: typing.Sequence[float]) -> torch.Tensor:
     if len(mean) == 1:  # Python numbers: the thesis's normalisation exactly as it always ran
         x = x.sub_(mean[0]).div_(std[0])
     else:
         x = x.sub_(x.new_tensor(mean).view(-1, 1, 1)).div_(x.new_tensor(std).view(-1, 1, 1))
-    return x.expand(-1, channels, -1, -1) if grey else x
+    return x
 
 
 def channel_statistics(x: torch.Tensor, *, chunk: int = 64) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -73,13 +91,21 @@ class Augmentation:
     flip: horizontal and vertical, each with probability 1/2; rot90: 0-3 quarter turns (the crop is square);
     jitter: exposure and contrast, x' = (x - m) c + m + b with m the image's mean, c in [0.8, 1.2], b in [-0.1, 0.1];
     shift: a translation of up to SHIFT of the side in each direction, padded with the normalisation mean (0 once
-    normalised); noise: Gaussian of std NOISE. Jitter and noise are clipped to [0, 1].
+    normalised); noise: Gaussian of std NOISE. Jitter and noise are clipped to [0, 1]. With `mask_channel`, the last
+    channel is a mask: flips, turns and shifts move it with the image (shifted in with 0), jitter and noise leave it.
     """
 
     SHIFT, CONTRAST, EXPOSURE, NOISE = 0.08, 0.2, 0.1, 0.02
 
-    def __init__(self, ops: typing.Sequence[str], *, generator: torch.Generator, fill: typing.Sequence[float]) -> None:
-        self.ops, self.generator, self.fill = tuple(ops), generator, tuple(fill)
+    def __init__(
+        self,
+        ops: typing.Sequence[str],
+        *,
+        generator: torch.Generator,
+        fill: typing.Sequence[float],
+        mask_channel: bool = False,
+    ) -> None:
+        self.ops, self.generator, self.fill, self.mask_channel = tuple(ops), generator, tuple(fill), mask_channel
 
     def _uniform(self, n: int, low: float, high: float, device: torch.device) -> torch.Tensor:
         u = torch.rand(n, generator=self.generator, device=device)
@@ -94,16 +120,20 @@ class Augmentation:
         if "rot90" in self.ops:
             turns = torch.randint(4, (n,), generator=self.generator, device=device).view(-1, 1, 1, 1)
             x = functools.reduce(lambda out, k: torch.where(turns == k, torch.rot90(x, k, (-2, -1)), out), (1, 2, 3), x)
+        x, mask = (x[:, :-1], x[:, -1:]) if self.mask_channel else (x, None)
         if "jitter" in self.ops:
             contrast = self._uniform(n, 1 - self.CONTRAST, 1 + self.CONTRAST, device)
             exposure = self._uniform(n, -self.EXPOSURE, self.EXPOSURE, device)
             mean = x.mean((1, 2, 3), keepdim=True)
             x = ((x - mean) * contrast + mean + exposure).clamp_(0, 1)
         if "shift" in self.ops:
-            x = self._shift(x)
+            x = self._shift(x if mask is None else torch.cat([x, mask], 1))
+            x, mask = (x[:, :-1], x[:, -1:]) if mask is not None else (x, None)
         if "noise" in self.ops:
             noise = torch.randn(x.shape, generator=self.generator, device=device)
             x = (x + self.NOISE * noise).clamp_(0, 1)
+        if mask is not None:
+            x = torch.cat([x, mask], 1)
         return x
 
     def _shift(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,7 +142,9 @@ class Augmentation:
         if pad == 0:
             return x
         offsets = torch.randint(2 * pad + 1, (2, n), generator=self.generator, device=x.device)
-        fill = x.new_tensor(self.fill if len(self.fill) == c else self.fill * c).view(1, c, 1, 1)
+        image = c - self.mask_channel  # a shifted mask brings in no cell
+        fill = (self.fill if len(self.fill) == image else self.fill * image) + ((0.0,) if self.mask_channel else ())
+        fill = x.new_tensor(fill).view(1, c, 1, 1)
         padded = fill.expand(n, c, h + 2 * pad, w + 2 * pad).clone()
         padded[:, :, pad : pad + h, pad : pad + w] = x
         rows = (offsets[0].view(n, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1)
@@ -125,7 +157,8 @@ class Augmentation:
 class DeviceSplit:
     """One split kept on the training device as uint8; batches are normalised there with `mean` and `std` (§4.2).
 
-    Greyscale splits are (N, H, W), colour ones (N, 3, H, W).
+    Greyscale splits are (N, H, W), colour ones (N, 3, H, W); `mask` (N, H, W) of 0/1 is the model's last channel
+    (input="..._mask", §7.2).
     """
 
     def __init__(
@@ -138,8 +171,10 @@ class DeviceSplit:
         channels_last: bool = False,
         mean: typing.Sequence[float] = (MEAN,),
         std: typing.Sequence[float] = (STD,),
+        mask: np.ndarray | None = None,
     ) -> None:
         self.x = torch.from_numpy(np.array(x, dtype=np.uint8)).to(device)  # a copy: the cache is a read-only memmap
+        self.mask = None if mask is None else torch.from_numpy(np.array(mask, dtype=np.uint8)).to(device)
         self.y = torch.from_numpy(np.array(y, dtype=np.int64)).to(device)
         self.channels, self.channels_last = channels, channels_last
         self.mean, self.std = tuple(mean), tuple(std)
@@ -157,7 +192,8 @@ class DeviceSplit:
         """(inputs, labels) in `order` (indices) or in split order, `augment`ed if given; the last may be short."""
         for start in range(0, len(self), batch_size):
             index = slice(start, start + batch_size) if order is None else order[start : start + batch_size]
-            x = to_input(self.x[index], self.channels, mean=self.mean, std=self.std, augment=augment)
+            mask = None if self.mask is None else self.mask[index]
+            x = to_input(self.x[index], self.channels, mean=self.mean, std=self.std, augment=augment, mask=mask)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.y[index]

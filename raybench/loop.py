@@ -317,7 +317,8 @@ class Trainer:
             return None
         seed = int(torch.randint(2**62, (), generator=self.augment_rng))
         generator = torch.Generator(self.device).manual_seed(seed)
-        return Augmentation(self.config.augment.split("+"), generator=generator, fill=self.train.mean)
+        ops, mask_channel = self.config.augment.split("+"), self.train.mask is not None
+        return Augmentation(ops, generator=generator, fill=self.train.mean, mask_channel=mask_channel)
 
     def state_dict(self) -> dict:
         return {

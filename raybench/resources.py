@@ -18,7 +18,7 @@ measured without it); so without MPS every GPU trial asks for a whole GPU.
 from __future__ import annotations
 
 from raybench import catalog, models
-from raybench.spec import Trial
+from raybench.spec import Trial, input_parts
 
 CUDA_OVERHEAD_GB = 1.0  # context (~0.5 GB on recent drivers) + cuDNN workspace + fragmentation
 SAFETY = 1.25  # the estimate leaves out allocator rounding and temporary buffers
@@ -35,7 +35,7 @@ def activation_mb(model: str, *, image_size: int, precision: str) -> float:
 def estimate_gpu_memory_gb(trial: Trial) -> float:
     """Estimated peak GPU memory of one training step of `trial`, in GB."""
     total, trainable = models.parameter_counts(
-        trial.model, pretrained=trial.pretrained, image_size=trial.config.image_size
+        trial.model, pretrained=trial.pretrained, image_size=trial.config.image_size, channels=trial.channels
     )
     frozen = trial.pretrained and trial.config.finetune == "head"
     weights = (total + (trainable if frozen else total)) * 4 / 1e9
@@ -44,9 +44,11 @@ def estimate_gpu_memory_gb(trial: Trial) -> float:
     activations = activation_mb(trial.model, image_size=trial.config.image_size, precision=trial.config.precision)
     activations *= trial.batch_size / 1e3 * (FORWARD_ONLY if frozen else 1.0)
     # the trial keeps its splits on the GPU as uint8 (batches.DeviceSplit): train and val, then test as well;
-    # colour ones (input="colour") are three times the size
+    # colour ones (input="colour") are three times the size, and a mask channel ("..._mask") one plane more
     images = catalog.TIERS.get(trial.tier) or catalog.PBC_IMAGES  # the large tier and custom tiers: all
-    splits = images * trial.config.image_size**2 * (3 if trial.config.input == "colour" else 1) / 1e9
+    image, use_mask = input_parts(trial.config.input)
+    planes = (3 if image == "colour" else 1) + (use_mask == "channel")
+    splits = images * trial.config.image_size**2 * planes / 1e9
     return weights + activations + splits + CUDA_OVERHEAD_GB
 
 

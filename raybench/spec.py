@@ -28,7 +28,11 @@ LR_SCALINGS = ("none", "sqrt", "linear")
 ES_MODES = ("absolute", "relative")
 TESTED = ("last_improvement", "lowest_val_loss")
 AUGMENTATIONS = ("flip", "rot90", "jitter", "shift", "noise")  # applied in this order, whatever order is given
-INPUTS = ("grey3", "grey1", "colour")
+IMAGES = ("grey3", "grey1", "colour")
+# §7.2's mask of the cell at the centre (data.masks): "IMAGE_mask" adds it as a last channel, "IMAGE_masked"
+# multiplies the image by it (the background black)
+MASK_USES = {"mask": "channel", "masked": "multiply"}
+INPUTS = (*IMAGES, *(f"{image}_{suffix}" for image in IMAGES for suffix in MASK_USES))
 NORMALISATIONS = ("thesis", "measured")
 FINETUNES = ("head", "all")
 
@@ -68,7 +72,9 @@ class TrainConfig:
     es_mode: str = "absolute"  # fig. 4.5: below best - es_min_delta; "relative": below best x (1 - es_min_delta)
     tested: str = "last_improvement"  # fig. 4.5; "lowest_val_loss": the lowest validation loss from es_start on
     augment: str = ""  # §7.2: "" (none) or a "+"-joined set of AUGMENTATIONS, on training batches only
-    input: str = "grey3"  # §4.2: grey replicated to 3 channels (LeNet-5: 1); "grey1": 1 for all; "colour": RGB
+    # §4.2: grey replicated to 3 channels (LeNet-5: 1); "grey1": 1 for all; "colour": RGB; each also "_mask" (the
+    # central cell's mask as one more channel) or "_masked" (the image times the mask), §7.2
+    input: str = "grey3"
     normalise: str = "thesis"  # §4.2: mean 0.5, std 0.225; "measured": the training split's, per channel
     finetune: str = "head"  # §4.6: pretrained trials train their new head only; "all": every parameter
 
@@ -137,6 +143,12 @@ CHOICES: dict[str, tuple[str, ...]] = {  # the options that take one of a few na
     "normalise": NORMALISATIONS,
     "finetune": FINETUNES,
 }
+
+
+def input_parts(value: str) -> tuple[str, str]:
+    """An `input` value as (its image: grey3, grey1 or colour; its use of the mask: "", "channel" or "multiply")."""
+    image, _, suffix = value.partition("_")
+    return image, MASK_USES.get(suffix, "")
 
 
 def config_keys() -> list[str]:
@@ -229,10 +241,11 @@ class Trial:
 
     @property
     def channels(self) -> int:
-        """The model's input channels: the catalog's with input="grey3" (§4.2), else 1 (grey1) or 3 (colour)."""
-        if self.config.input == "grey3":
-            return catalog.configuration(self.model).channels
-        return 1 if self.config.input == "grey1" else 3
+        """The model's input channels: the catalog's with input="grey3" (§4.2), else 1 (grey1) or 3 (colour); one more
+        with a mask channel ("..._mask")."""
+        image, mask = input_parts(self.config.input)
+        native = catalog.configuration(self.model).channels if image == "grey3" else 1 if image == "grey1" else 3
+        return native + (mask == "channel")
 
     def parameters(self) -> dict:
         """Its identity and every option as flat values (Tune's config keys, TensorBoard's HParams)."""

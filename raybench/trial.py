@@ -19,7 +19,7 @@ from raybench import data as pbc
 from raybench.batches import DeviceSplit, channel_statistics
 from raybench.compiled import is_out_of_memory
 from raybench.loop import Trainer, evaluate, fit, resolve_device, seed_everything, set_precision
-from raybench.spec import Trial
+from raybench.spec import Trial, input_parts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,22 +33,24 @@ class TrialData:
         object.__setattr__(self, "cache_dir", Path(self.cache_dir).expanduser())
 
     def split(self, trial: Trial, split: str, *, device: torch.device, like: DeviceSplit | None = None) -> DeviceSplit:
-        """A split of the trial's tier on `device`, grey or colour (config.input), normalised as `like` (the
-        training split) is, else with the thesis's mean and std."""
+        """A split of the trial's tier on `device`, grey or colour (config.input), with the central cell's mask as a
+        channel or multiplied in (§7.2), normalised as `like` (the training split) is, else with the thesis's mean
+        and std."""
         config = trial.config
-        x, y = pbc.load_split(
-            self.prepared,
-            trial.tier,
-            split,
-            image_size=config.image_size,
-            cache_dir=self.cache_dir,
-            colour=config.input == "colour",
-        )
+        image, use_mask = input_parts(config.input)
+        where = {"image_size": config.image_size, "cache_dir": self.cache_dir}
+        x, y = pbc.load_split(self.prepared, trial.tier, split, colour=image == "colour", **where)
+        mask = pbc.load_masks(self.prepared, trial.tier, split, **where)[0] if use_mask else None
+        if use_mask == "multiply":  # the background black, the cell as it was
+            x, mask = x * (mask[:, None] if x.ndim == 4 else mask), None
         if split == "val" and config.val_order == "shuffled":
             order = val_order(len(y), split_seed=config.split_seed)
             x, y = x[order], y[order]
+            mask = None if mask is None else mask[order]
         norm = {"mean": like.mean, "std": like.std} if like is not None else {}
-        return DeviceSplit(x, y, channels=trial.channels, device=device, channels_last=config.channels_last, **norm)
+        return DeviceSplit(
+            x, y, channels=trial.channels, device=device, channels_last=config.channels_last, mask=mask, **norm
+        )
 
 
 def val_order(n: int, *, split_seed: int) -> np.ndarray:
@@ -135,6 +137,7 @@ def build_trainer(
         weights_file=weights_file,
         channels=trial.channels,
         finetune=config.finetune,
+        mask_channel=input_parts(config.input)[1] == "channel",
     )
     if trial.init_from:  # an earlier trial's tested weights (§7.2, pretraining on the PBC data itself)
         models.load_weights(model, trial.init_from, name=trial.trial_id)

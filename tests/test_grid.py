@@ -254,9 +254,12 @@ def test_the_same_trial_twice_asks_for_a_label():
 def test_the_future_grid_studies_the_small_tiers_with_three_seeds():
     g = grid.load_grid(ROOT / "grids" / "future.py")
     assert list(g.tiers) == ["large", "medium", "small", "n2500", "n1500", "n1000", "n600", "tiny"]
-    assert {t.seed for t in g.trials} == {0, 1, 2} and len(g.trials) == 663
+    assert {t.seed for t in g.trials} == {0, 1, 2} and len(g.trials) == 744
     variants = {t.variant for t in g.trials}
     assert {"momentum", "adamw", "batch16_sqrt", "es_relative", "augment", "grey1", "colour", "measured"} <= variants
+    masks = {t.variant: t.config.input for t in g.trials if t.variant.startswith(("mask", "colour_mask"))}
+    assert masks == {"mask": "grey3_mask", "masked": "grey3_masked", "colour_mask": "colour_mask"}
+    assert {t.channels for t in g.trials if t.variant == "mask"} == {4}  # resnet_18 and the MobileNets: 3 + 1
     assert {t.model for t in g.trials} >= {"convmixer_768_32", "xception", "vit_b_16"}
     assert {t.model for t in g.trials if t.pretrained} >= {"vit_b_16", "vit_b_32"}
     finetune_all = {t.config.finetune for t in g.trials if t.variant == "finetune_all"}

@@ -27,7 +27,15 @@ ALLOWED = {
     "resources": {"catalog", "models", "spec"},
     "trial": {"batches", "catalog", "compiled", "data", "loop", "metrics", "models", "resources", "results", "spec"},
     "train": {"catalog", "data", "loop", "results", "spec", "trial"},
-    "report": {"catalog", "data", "metrics", "provenance", "report", "results"},  # data: fig. 4.3 reads the cache
+    "report": {
+        "catalog",
+        "data",
+        "metrics",
+        "provenance",
+        "report",
+        "results",
+        "spec",
+    },  # data: fig. 4.3 reads the cache; spec: the input modes
     "console": {"spec", "stopping"},
     "projection": {"batches", "catalog", "loop", "models", "provenance", "spec", "stopping"},  # how long: the dry run
     "mps": set(),

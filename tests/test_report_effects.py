@@ -93,6 +93,18 @@ def test_describe_change_names_the_options_that_differ_from_the_baseline():
     assert text == "lr=0.001 (baseline 0.1); optimizer=adamw (baseline sgd)"
 
 
+def test_the_mask_sweeps_are_effects_that_say_what_the_mask_does():
+    mask = [trial("resnet_18", "tiny", s, 0.6 + s / 100, variant=v, opts=options(input=i))
+            for s in range(3) for v, i in (("mask", "grey3_mask"), ("masked", "grey3_masked"))]  # fmt: skip
+    rows = effects(pd.concat([TRIALS, pd.DataFrame(mask)], ignore_index=True), order=["mask", "masked"])
+    shown = rows[rows.effect.isin(["mask", "masked"])]
+    assert list(shown.effect) == ["mask", "masked"] and (shown.seeds == 3).all() and shown.baseline_seeds.notna().all()
+    assert list(shown.change) == [
+        "input=grey3_mask (baseline grey3): the mask of the cell at the centre as one more channel",
+        "input=grey3_masked (baseline grey3): the image multiplied by the mask of the cell at the centre",
+    ]
+
+
 def test_effects_pair_each_change_with_its_baseline():
     rows = effects(TRIALS)
     assert list(dict.fromkeys(zip(rows.kind, rows.effect, strict=True))) == [

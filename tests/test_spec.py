@@ -68,7 +68,10 @@ def test_every_option_defaults_to_the_thesis():
         ({"lr_scaling": "log"}, "lr_scaling must be one of none, sqrt, linear, got 'log'"),
         ({"es_mode": "percent"}, "es_mode must be one of absolute, relative, got 'percent'"),
         ({"tested": "best"}, "tested must be one of last_improvement, lowest_val_loss, got 'best'"),
-        ({"input": "rgb"}, "input must be one of grey3, grey1, colour, got 'rgb'"),
+        (
+            {"input": "rgb"},
+            f"input must be one of {', '.join(spec.INPUTS)}, got 'rgb'",
+        ),
         ({"normalise": "imagenet"}, "normalise must be one of thesis, measured, got 'imagenet'"),
         ({"finetune": "backbone"}, "finetune must be one of head, all, got 'backbone'"),
         (
@@ -116,8 +119,9 @@ def test_the_trial_says_how_many_channels_its_model_takes():
     def channels(model, value):
         return spec.Trial(model, "tiny", config=spec.TrainConfig(input=value)).channels
 
-    assert [channels("lenet5", v) for v in spec.INPUTS] == [1, 1, 3]
-    assert [channels("resnet_18", v) for v in spec.INPUTS] == [3, 1, 3]
+    # grey3, grey1, colour, then each with a mask channel ("_mask": one more) and multiplied by it ("_masked")
+    assert [channels("lenet5", v) for v in spec.INPUTS] == [1, 1, 3, 2, 1, 2, 1, 4, 3]
+    assert [channels("resnet_18", v) for v in spec.INPUTS] == [3, 1, 3, 4, 3, 2, 1, 4, 3]
 
 
 def test_split_rule_and_dedupe_are_options_checked_by_name():

@@ -126,6 +126,24 @@ def test_a_trial_with_every_option_at_its_default_gives_the_numbers_it_gave_befo
     assert (result.trial["tested_epoch"], result.trial["test_accuracy"]) == (4, pytest.approx(36 / 115))
 
 
+def test_a_grid_without_the_mask_inputs_gives_the_numbers_it_gave_before_them(tmp_path, embedded):
+    # recorded with the code before input="..._mask" existed: grey3 on a 3-channel model, augmented (the to_input and
+    # Augmentation paths a mask channel goes through)
+    config = spec.TrainConfig(
+        image_size=SIZE, max_epochs=2, es_start=1, es_patience=2, device="cpu", augment="flip+shift+jitter"
+    )
+    result = lifecycle.train_trial(
+        spec.Trial("resnet_18", "tiny", config=config), lifecycle.TrialData(embedded, tmp_path)
+    )
+    before = [(6.453512191772461, 1030.22216796875, 0.1, False), (7.648748874664307, 138.16448974609375, 0.1, True)]
+    for row, (train_loss, val_loss, lr, improved) in zip(result.epochs, before, strict=True):
+        assert row["train_loss"] == pytest.approx(train_loss, rel=1e-5)
+        assert row["val_loss"] == pytest.approx(val_loss, rel=1e-5)
+        assert (row["lr"], row["improved"]) == (lr, improved)
+    assert (result.trial["tested_epoch"], result.trial["test_accuracy"]) == (2, pytest.approx(16 / 115))
+    assert result.trial["parameters"] == 11_180_616
+
+
 def test_measured_normalisation_uses_the_training_splits_statistics(embedded, tmp_path):
     config = spec.TrainConfig(image_size=SIZE, device="cpu", input="colour", normalise="measured", max_epochs=1)
     trainer = lifecycle.build_trainer(

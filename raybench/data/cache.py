@@ -1,6 +1,7 @@
 """The images as arrays (thesis §4.2): `preprocess` turns one image into the greyscale 352x352 centre crop
 (resized if smaller) as uint8, and `load_split` reads a tier's split from a decode-once, memory-mapped cache.
-`preprocess_colour` keeps the crop's RGB (input="colour", §7.2), in caches of their own.
+`preprocess_colour` keeps the crop's RGB (input="colour", §7.2), in caches of their own; `load_masks` reads the
+masks of the cell at the centre (input="..._mask" and "..._masked", §7.2; data.masks) from caches beside them.
 
 One cache file holds one split of the biggest prepared tier at one image size; every smaller tier's split is a
 prefix of it. Files are keyed by the images' content, the image size and PREPROCESS_VERSION, checksummed in chunks,
@@ -29,6 +30,7 @@ from PIL import Image
 
 from raybench import files
 from raybench.catalog import CROP, SPLITS
+from raybench.data.masks import MASK_VERSION, preprocess_mask
 from raybench.data.source import no_space
 from raybench.data.validation import DataWarning, is_grey16, pixel_problem
 
@@ -50,7 +52,7 @@ def preprocess(img: Image.Image, image_size: int = CROP) -> np.ndarray:
     16-bit greyscale is scaled to 8 bits first (round(v / 257)); pixels without a defined 8-bit scale (32-bit
     integer or float) are a ValueError, never a white or black image.
     """
-    crop = _centre_crop(img, image_size)
+    crop = centre_crop(img, image_size)
     rgb = np.asarray(crop.convert("RGB"), dtype=np.float64)
     grey = 0.2989 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
     grey = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
@@ -61,13 +63,13 @@ def preprocess(img: Image.Image, image_size: int = CROP) -> np.ndarray:
 
 def preprocess_colour(img: Image.Image, image_size: int = CROP) -> np.ndarray:
     """input="colour": `preprocess`'s crop (and resize) in RGB, without the luminance: uint8 (3, size, size)."""
-    rgb = _centre_crop(img, image_size).convert("RGB")
+    rgb = centre_crop(img, image_size).convert("RGB")
     if image_size < CROP:
         rgb = rgb.resize((image_size, image_size), Image.BILINEAR)
     return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
 
 
-def _centre_crop(img: Image.Image, image_size: int) -> Image.Image:
+def centre_crop(img: Image.Image, image_size: int) -> Image.Image:
     """The checked 352x352 centre crop, 16-bit greyscale scaled to 8 bits (round(v / 257))."""
     if image_size > CROP or image_size < 1:
         raise ValueError(f"image_size must be between 1 and {CROP} (the thesis crops {CROP}x{CROP}), got {image_size}")
@@ -95,6 +97,20 @@ def load_split(
     images' content, the image size and PREPROCESS_VERSION, checksummed, and rebuilt whenever it does not check out.
     With `colour`, x is RGB (N, 3, image_size, image_size), from caches keyed by PREPROCESS_VERSION_COLOUR.
     """
+    return _load(prepared, tier, split, image_size=image_size, cache_dir=cache_dir, kind="colour" if colour else "grey")
+
+
+def load_masks(
+    prepared: Prepared, tier: str, split: str, *, image_size: int = CROP, cache_dir: str | Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """(masks uint8 0/1 (N, image_size, image_size), y) of one tier and split, as `load_split` orders them: the cell
+    at the centre of each image (data.masks), computed once per image into a cache keyed like the grey one."""
+    return _load(prepared, tier, split, image_size=image_size, cache_dir=cache_dir, kind="mask")
+
+
+def _load(
+    prepared: Prepared, tier: str, split: str, *, image_size: int, cache_dir: str | Path, kind: str
+) -> tuple[np.ndarray, np.ndarray]:
     if tier not in prepared.tiers:
         hint = (
             f"; tier {tier!r} needs {prepared.report.omitted_tiers[tier]} images but {prepared.root} has "
@@ -121,17 +137,25 @@ def load_split(
         Path(cache_dir).expanduser(),
         split=split,
         check_rows=len(index) if prefix else len(block),
-        colour=colour,
+        kind=kind,
     )
     x = x[: len(index)] if prefix else np.asarray(x[index])
     return x, rows.label.to_numpy(dtype=np.int64)
 
 
+# what a cache holds -> (its version, part of the key; its file name's mark; its images' channels, 0: none)
+KINDS = {
+    "grey": (PREPROCESS_VERSION, "", 0),
+    "colour": (PREPROCESS_VERSION_COLOUR, "rgb-", 3),
+    "mask": (MASK_VERSION, "mask-", 0),
+}
+
+
 def _decoded(
-    root: Path, block: pd.DataFrame, image_size: int, cache_dir: Path, *, split: str, check_rows: int, colour: bool
+    root: Path, block: pd.DataFrame, image_size: int, cache_dir: Path, *, split: str, check_rows: int, kind: str
 ) -> np.ndarray:
     """The cache of `block` at `image_size`, opened if it checks out, else built (once, under a lock) and opened."""
-    path, expected = _cache_file(block, image_size, cache_dir, split=split, colour=colour)
+    path, expected = _cache_file(block, image_size, cache_dir, split=split, kind=kind)
     x = _open_cache(path, expected, check_rows)
     if x is None:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -139,7 +163,7 @@ def _decoded(
             x = _open_cache(path, expected, check_rows, quiet=True)  # another process may have built it meanwhile
             if x is None:
                 _remove_stale_temps(path)
-                _build_cache(path, root, block, image_size, expected, colour=colour)
+                _build_cache(path, root, block, image_size, expected, kind=kind)
                 x = _open_cache(path, expected, check_rows)
     if x is None:
         raise RuntimeError(
@@ -149,14 +173,11 @@ def _decoded(
     return x
 
 
-def _cache_file(
-    block: pd.DataFrame, image_size: int, cache_dir: Path, *, split: str, colour: bool
-) -> tuple[Path, dict]:
-    """Where the cache of `block` (one split of a prepared run's biggest tier, in manifest order) lies, and what its
-    sidecar must say."""
-    version, mode, shape = PREPROCESS_VERSION, "", [len(block), image_size, image_size]
-    if colour:  # the greyscale caches keep their keys and names
-        version, mode, shape = PREPROCESS_VERSION_COLOUR, "rgb-", [len(block), 3, image_size, image_size]
+def _cache_file(block: pd.DataFrame, image_size: int, cache_dir: Path, *, split: str, kind: str) -> tuple[Path, dict]:
+    """Where the cache of `block` (one split of a prepared run's biggest tier, in manifest order) of `kind` (KINDS)
+    lies, and what its sidecar must say."""
+    version, mode, channels = KINDS[kind]  # the greyscale caches keep their keys and names
+    shape = [len(block), *([channels] if channels else []), image_size, image_size]
     key = hashlib.sha256("\n".join([version, str(image_size), *block.sha256]).encode()).hexdigest()
     path = cache_dir / f"pbc-{split}-{image_size}px-{mode}{len(block)}-{key[:20]}.npy"
     return path, {"key": key, "preprocess": version, "shape": shape}
@@ -170,7 +191,7 @@ def cached_images(
     never builds one)."""
     biggest = manifest.tier.value_counts().idxmax()
     block = manifest[(manifest.tier == biggest) & (manifest.split == split)]
-    path, expected = _cache_file(block, image_size, Path(cache_dir).expanduser(), split=split, colour=False)
+    path, expected = _cache_file(block, image_size, Path(cache_dir).expanduser(), split=split, kind="grey")
     return _open_cache(path, expected, len(block), quiet=True), block, path
 
 
@@ -198,7 +219,7 @@ def _open_cache(path: Path, expected: dict, check_rows: int, quiet: bool = False
 
 
 def _build_cache(
-    path: Path, root: Path, block: pd.DataFrame, image_size: int, expected: dict, *, colour: bool = False
+    path: Path, root: Path, block: pd.DataFrame, image_size: int, expected: dict, *, kind: str = "grey"
 ) -> None:
     """Reserve the disk, decode `block` into a temporary .npy, checksum it, then move it and its sidecar in place."""
     shape = tuple(expected["shape"])
@@ -210,7 +231,7 @@ def _build_cache(
         with open(tmp, "r+b") as handle:  # the .npy header, written into the reserved file (no truncation)
             handle.write(header.getvalue())
         out = np.memmap(tmp, dtype=np.uint8, mode="r+", offset=header.tell(), shape=shape)
-        _decode_into(out, root, block, image_size, colour=colour)
+        _decode_into(out, root, block, image_size, kind=kind)
         out.flush()
         chunks = [hashlib.sha256(out[i : i + _CHUNK_ROWS]).hexdigest() for i in range(0, len(out), _CHUNK_ROWS)]
         del out
@@ -280,7 +301,7 @@ def _remove_stale_temps(path: Path) -> None:
             )
 
 
-def _decode_into(out: np.ndarray, root: Path, block: pd.DataFrame, image_size: int, *, colour: bool = False) -> None:
+def _decode_into(out: np.ndarray, root: Path, block: pd.DataFrame, image_size: int, *, kind: str = "grey") -> None:
     """Preprocess image i of `block` into out[i], in threads, checking that each file is the one prepared."""
 
     def decode(i_image_sha: tuple[int, str, str]) -> None:
@@ -290,7 +311,10 @@ def _decode_into(out: np.ndarray, root: Path, block: pd.DataFrame, image_size: i
             raise ValueError(f"{root / image} changed since the data was prepared: prepare it again")
         with Image.open(io.BytesIO(content)) as img:
             try:
-                out[i] = preprocess_colour(img, image_size) if colour else preprocess(img, image_size)
+                if kind == "mask":
+                    out[i] = preprocess_mask(centre_crop(img, image_size), image_size)
+                else:
+                    out[i] = preprocess_colour(img, image_size) if kind == "colour" else preprocess(img, image_size)
             except ValueError as error:
                 raise ValueError(f"{root / image}: {error}") from error
 

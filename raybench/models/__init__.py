@@ -55,15 +55,18 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 @functools.cache
 def parameter_counts(
-    name: str, *, pretrained: bool = False, image_size: int = 352, num_classes: int = 8
+    name: str, *, pretrained: bool = False, image_size: int = 352, num_classes: int = 8, channels: int | None = None
 ) -> tuple[int, int]:
-    """(total, trainable) parameters of a configuration, counted on the meta device (no memory, no weights)."""
+    """(total, trainable) parameters of a configuration taking `channels` (default: its own), counted on the meta
+    device (no memory, no weights)."""
     with torch.device("meta"):
         if pretrained:  # the same head rule as the loading path, without loading ImageNet weights
-            catalog.configuration(name, pretrained=True)
-            model = freeze_backbone(build_model(name, num_classes=1000, image_size=image_size), num_classes=num_classes)
+            config = catalog.configuration(name, pretrained=True)
+            model = build_model(name, num_classes=1000, image_size=image_size)
+            model = adapt_first_layer(model, channels=channels or config.channels, native=config.channels)
+            model = freeze_backbone(model, num_classes=num_classes)
         else:
-            model = build_model(name, num_classes=num_classes, image_size=image_size)
+            model = build_model(name, num_classes=num_classes, image_size=image_size, channels=channels)
     return count_parameters(model)
 
 
@@ -77,13 +80,15 @@ def build_model(
     allow_download: bool = True,
     channels: int | None = None,
     finetune: str = "head",
+    mask_channel: bool = False,
 ) -> nn.Module:
     """Build the thesis configuration `name`: randomly initialised, or ImageNet weights with a frozen backbone.
 
     Pretrained weights come from `weights_file` (a state_dict of torchvision's ImageNet model) when given,
     else from torchvision's cache (TORCH_HOME), downloading them there if `allow_download`. `channels` other than
     the configuration's adapts the first layer (`adapt_first_layer`); `finetune="all"` trains a pretrained
-    model's whole network, not only its new head.
+    model's whole network, not only its new head. With `mask_channel` the last of `channels` is a mask, whose
+    ImageNet first-layer weights start at zero.
     """
     config = catalog.configuration(name, pretrained=pretrained)
     catalog.check_image_size(name, image_size)
@@ -100,7 +105,9 @@ def build_model(
         model.load_state_dict(state_dict)
     except RuntimeError as error:
         raise ValueError(f"{source} does not hold torchvision's ImageNet weights for {name}: {error}") from None
-    model = adapt_first_layer(model, channels=channels or config.channels, native=config.channels, keep_weights=True)
+    model = adapt_first_layer(
+        model, channels=channels or config.channels, native=config.channels, keep_weights=True, extra=int(mask_channel)
+    )
     return freeze_backbone(model, num_classes=num_classes, finetune=finetune)
 
 

@@ -10,19 +10,26 @@ import torchvision.models as tvm
 from torch import nn
 
 
-def adapt_first_layer(model: nn.Module, *, channels: int, native: int, keep_weights: bool = False) -> nn.Module:
-    """Make `model`, built for `native` input channels, take `channels` (input="grey1" or "colour", §7.2).
+def adapt_first_layer(
+    model: nn.Module, *, channels: int, native: int, keep_weights: bool = False, extra: int = 0
+) -> nn.Module:
+    """Make `model`, built for `native` input channels, take `channels` (input="grey1", "colour" or a mask channel,
+    §7.2).
 
     Its first layer (the first Conv2d or Linear it registers: a stem, or the patch embedding of ViT and MLP-Mixer)
     is replaced by one of the same shape for `channels`, initialised as the architecture initialises it. With
-    `keep_weights` (ImageNet weights, 3 -> 1 channel) the new layer's weights are the old ones summed over the input
-    channels, so a grey image gives what its 3-channel copy gave.
+    `keep_weights` (ImageNet weights) the image's channels (all but the last `extra`) keep the old weights, summed
+    over the input channels for 1 (so a grey image gives what its 3-channel copy gave), and the `extra` ones (a
+    mask) start at zero, so the pretrained network starts from what it gives without them.
     """
     if channels == native:
         return model
     name, layer = next(((n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))), ("", None))
-    if keep_weights and channels != 1:
-        raise ValueError(f"kept first-layer weights can only be summed to 1 channel, not spread to {channels}")
+    if keep_weights and channels - extra not in (1, native):
+        raise ValueError(
+            f"kept first-layer weights can only be summed to 1 channel or kept for {native}, not spread to "
+            f"{channels - extra}"
+        )
     factory = {"device": layer.weight.device, "dtype": layer.weight.dtype} if layer is not None else {}
     if isinstance(layer, nn.Conv2d) and layer.in_channels == native and layer.groups == 1:
         new = nn.Conv2d(
@@ -36,10 +43,11 @@ def adapt_first_layer(model: nn.Module, *, channels: int, native: int, keep_weig
             padding_mode=layer.padding_mode,
             **factory,
         )
-        summed = layer.weight.detach().sum(1, keepdim=True) if keep_weights else None
+        summed = _kept(layer.weight.detach(), 1, channels - extra, extra) if keep_weights else None
     elif isinstance(layer, nn.Linear) and layer.in_features % native == 0:  # MLP-Mixer: "(p1 p2 c)", channels last
         new = nn.Linear(layer.in_features // native * channels, layer.out_features, layer.bias is not None, **factory)
-        summed = layer.weight.detach().unflatten(1, (-1, native)).sum(2) if keep_weights else None
+        grouped = layer.weight.detach().unflatten(1, (-1, native))
+        summed = _kept(grouped, 2, channels - extra, extra).flatten(1) if keep_weights else None
     else:
         raise ValueError(
             f"cannot adapt {type(model).__name__} to {channels} input channel(s): its first layer {name or '(none)'} "
@@ -55,6 +63,13 @@ def adapt_first_layer(model: nn.Module, *, channels: int, native: int, keep_weig
     parent, _, attribute = name.rpartition(".")
     setattr(model.get_submodule(parent), attribute, new)
     return model
+
+
+def _kept(weight: torch.Tensor, dim: int, image: int, extra: int) -> torch.Tensor:
+    """First-layer weights with input channels along `dim`: summed to 1 or kept for `image`, then `extra` zeros."""
+    kept = weight.sum(dim, keepdim=True) if image == 1 else weight
+    zeros = kept.new_zeros((*kept.shape[:dim], extra, *kept.shape[dim + 1 :]))
+    return torch.cat([kept, zeros], dim)
 
 
 def _kaiming(weight: torch.Tensor) -> None:

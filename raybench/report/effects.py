@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from raybench import catalog
+from raybench import catalog, spec
 from raybench.report.formatting import fmt, fmt_interval, is_missing
 from raybench.report.inputs import Results
 from raybench.report.statistics import mean_interval
@@ -105,9 +105,18 @@ def describe_change(changed: pd.DataFrame, baseline: pd.DataFrame) -> str:
         for key in sorted(set(options) | set(base)):
             if options.get(key) != base.get(key) and key not in differences:
                 differences[key] = (options.get(key), base.get(key))
-    parts = [f"{k}={_value(v)} (baseline {_value(b)})" for k, (v, b) in differences.items()]
+    parts = [f"{k}={_value(v)} (baseline {_value(b)}){_gloss(k, v)}" for k, (v, b) in differences.items()]
     start = _start(pairs.init_from.iloc[0])
     return "; ".join([*parts, start] if start else parts) or "the same options and start as the baseline"
+
+
+def _gloss(key: str, value) -> str:
+    """What an option's value means where its name alone does not say (the mask inputs, §7.2)."""
+    use = spec.input_parts(value)[1] if key == "input" and isinstance(value, str) else ""
+    return {
+        "channel": ": the mask of the cell at the centre as one more channel",
+        "multiply": ": the image multiplied by the mask of the cell at the centre",
+    }.get(use, "")
 
 
 def _value(value) -> str:

@@ -70,7 +70,7 @@ def plan_rows(
     rows = []
     for trial in grid.trials:
         total, trainable_count = models.parameter_counts(
-            trial.model, pretrained=trial.pretrained, image_size=trial.config.image_size
+            trial.model, pretrained=trial.pretrained, image_size=trial.config.image_size, channels=trial.channels
         )
         need = resources.trial_resources(trial, gpu_memory_gb=gpu_memory_gb, cpus=cpus_per_trial, share_gpu=share_gpu)
         rows.append(
