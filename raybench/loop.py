@@ -10,8 +10,10 @@ checkpoint, augmentation and the normalisation.
 
 from __future__ import annotations
 
+import datetime
 import math
 import random
+import socket
 import time
 import typing
 from pathlib import Path
@@ -166,6 +168,11 @@ def scaled_lr(lr: float, *, batch_size: int, base_batch_size: int, scaling: str)
     return lr * (math.sqrt(k) if scaling == "sqrt" else k)
 
 
+def utc_now() -> str:
+    """The time now, UTC, to the second (ISO 8601)."""
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
 class Trainer:
     """The training state of one trial: model, optimiser, plateau schedule, early stopping, RNGs, history.
 
@@ -280,7 +287,7 @@ class Trainer:
 
     def run_epoch(self) -> dict:
         """Train and validate one epoch; returns its row of `epochs.parquet` (without trial_id)."""
-        started, compiling = time.perf_counter(), self.compile_seconds
+        started, compiling, began = time.perf_counter(), self.compile_seconds, utc_now()
         lr = float(self.optimizer.param_groups[0]["lr"])
         order = torch.randperm(len(self.train), generator=self.order_rng).to(self.device)
         precision = self.config.precision
@@ -308,6 +315,7 @@ class Trainer:
         # compiling is counted apart: the epoch's seconds are its steps', comparable with an eager trial's
         row["compile_seconds"] = self.compile_seconds - compiling
         row["epoch_seconds"] = time.perf_counter() - started - row["compile_seconds"]
+        row |= {"started_at": began, "ended_at": utc_now(), "host": socket.gethostname()}  # when and where it ran
         self.history.append(row)
         return row
 

@@ -42,6 +42,9 @@ TRIALS_SCHEMA = pa.schema(
         ("channels_last", pa.bool_()),
         ("device", pa.string()),
         ("node", pa.string()),
+        ("host", pa.string()),  # the name of the machine that tested it (node: Ray's id of it)
+        ("started_at", pa.string()),  # UTC, ISO 8601: its first epoch's start (a resumed trial keeps it)
+        ("ended_at", pa.string()),  # when it was tested
         ("step", pa.string()),  # the steps that ran: "compiled" (torch.compile; CUDA graphs on a GPU) or "eager"
         ("step_fallback", pa.string()),  # why they ran eager although compiled was asked; "" when they did not
         ("compile_seconds", pa.float64()),  # the compiling calls' seconds, not in train_seconds (0 for eager)
@@ -89,6 +92,9 @@ EPOCHS_SCHEMA = pa.schema(
         ("epoch_seconds", pa.float64()),  # the epoch's steps, without compiling (compile_seconds)
         ("compile_seconds", pa.float64()),
         ("node", pa.string()),
+        ("started_at", pa.string()),  # UTC, ISO 8601
+        ("ended_at", pa.string()),
+        ("host", pa.string()),  # the machine's name (node: Ray's id of it)
     ]
 )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import os
+import socket
 import typing
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from raybench import catalog, metrics, models, resources, results
 from raybench import data as pbc
 from raybench.batches import DeviceSplit, channel_statistics
 from raybench.compiled import is_out_of_memory
-from raybench.loop import Trainer, evaluate, fit, resolve_device, seed_everything, set_precision
+from raybench.loop import Trainer, evaluate, fit, resolve_device, seed_everything, set_precision, utc_now
 from raybench.spec import Trial, input_parts
 
 
@@ -236,6 +237,9 @@ def test_trial(
         "status": "ok" if trainer.diverged is None else "diverged",
         "error": trainer.diverged,
         **dataclasses.asdict(placement),
+        "host": socket.gethostname(),
+        "started_at": history[0].get("started_at") if history else None,
+        "ended_at": utc_now(),
     }
     return results.TrialResult(
         trial=row,

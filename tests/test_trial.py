@@ -207,3 +207,19 @@ def test_the_validation_split_is_shuffled_by_the_split_seed_and_class_order_is_a
     assert labels() == shuffled  # the same for every trial of the split seed
     # the thesis's loss at batch 64 over 76 images: the short last batch of 12 is no longer one or two classes
     assert len(set(shuffled[64:])) > 2 and len(set(in_class_order[64:])) <= 2
+
+
+def test_a_trial_says_when_and_on_which_machine_it_ran(tmp_path, embedded):
+    import datetime
+    import socket
+
+    config = spec.TrainConfig(image_size=SIZE, max_epochs=2, es_start=0, device="cpu")
+    before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    result = lifecycle.train_trial(spec.Trial("lenet5", "tiny", config=config), lifecycle.TrialData(embedded, tmp_path))
+    after = datetime.datetime.now(datetime.UTC)
+    row = result.trial
+    started, ended = (datetime.datetime.fromisoformat(row[k]) for k in ("started_at", "ended_at"))
+    assert before <= started <= ended <= after and row["host"] == socket.gethostname()
+    assert row["started_at"] == result.epochs[0]["started_at"]  # the first epoch's start (kept by a resume)
+    assert [e["host"] for e in result.epochs] == [socket.gethostname()] * 2
+    assert all(e["started_at"] <= e["ended_at"] for e in result.epochs)
