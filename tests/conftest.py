@@ -319,3 +319,17 @@ def synthetic_results(out: Path, trials, *, seeds=None, n_test: int = 48, lr_ste
     results_.write_plan(out, pd.DataFrame(plan))
     results_.write_results(out, written)
     return out
+
+
+def refused(argv, capsys) -> str:
+    """The one line `raybench run ARGV` refuses with (rc 2), checking it refused before Ray started."""
+    import ray
+
+    from raybench import run
+
+    with pytest.raises(SystemExit) as exit_:
+        run.main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and not ray.is_initialized()
+    return err.strip().splitlines()[-1]

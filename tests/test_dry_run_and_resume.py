@@ -2,23 +2,12 @@
 (their rows), not only the plan."""
 
 import pandas as pd
-import pytest
-import ray
-from conftest import ROOT
+from conftest import ROOT, refused
 
 from raybench import grid as grids
 from raybench import results, run
 
 QUICKSTART = str(ROOT / "grids" / "quickstart.py")
-
-
-def refused(argv, capsys) -> str:
-    with pytest.raises(SystemExit) as exit_:
-        run.main(argv)
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and not ray.is_initialized()
-    return err.strip().splitlines()[-1]
 
 
 def planned(argv, out):

@@ -5,23 +5,12 @@ import socket
 import time
 
 import pytest
-import ray
 import torch
-from conftest import ROOT, read_only
+from conftest import ROOT, read_only, refused
 
-from raybench import run
 from raybench.service import preflight
 
 QUICKSTART = str(ROOT / "grids" / "quickstart.py")
-
-
-def refused(argv, capsys) -> str:
-    with pytest.raises(SystemExit) as exit_:
-        run.main(argv)
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and not ray.is_initialized()
-    return err.strip().splitlines()[-1]
 
 
 @pytest.fixture
