@@ -7,6 +7,7 @@ the model's normalised float input; `channel_statistics` measures a split's mean
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import typing
@@ -188,12 +189,28 @@ class DeviceSplit:
         order: torch.Tensor | None = None,
         *,
         augment: typing.Callable[[torch.Tensor], torch.Tensor] | None = None,
-    ) -> typing.Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(inputs, labels) in `order` (indices) or in split order, `augment`ed if given; the last may be short."""
+        part: typing.Callable[[int], slice] | None = None,
+    ) -> typing.Iterator[tuple]:
+        """(inputs, labels) in `order` (indices) or in split order, `augment`ed if given; the last may be short.
+
+        With `part` (distributed.Group.part), (this worker's part of the inputs, its labels, the batch's size): the
+        whole batch is built and augmented as one process would, then cut, so every image draws what it would.
+        """
         for start in range(0, len(self), batch_size):
             index = slice(start, start + batch_size) if order is None else order[start : start + batch_size]
             mask = None if self.mask is None else self.mask[index]
             x = to_input(self.x[index], self.channels, mean=self.mean, std=self.std, augment=augment, mask=mask)
+            y = self.y[index]
+            if part is not None:
+                mine = part(len(y))
+                x, y = x[mine], (y[mine], len(y))
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.y[index]
+            yield (x, *y) if part is not None else (x, y)
+
+    def subset(self, index: slice) -> DeviceSplit:
+        """The images `index` of this split (views, not copies), normalised as this split is."""
+        out = copy.copy(self)
+        out.x, out.y = self.x[index], self.y[index]
+        out.mask = None if self.mask is None else self.mask[index]
+        return out

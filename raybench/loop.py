@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from raybench import files
+from raybench import distributed, files
 from raybench.batches import Augmentation, DeviceSplit
 from raybench.compiled import CompiledStep, Compiler, reset_compiler, torch_compiler
 from raybench.spec import TrainConfig
@@ -100,6 +100,34 @@ def train_one_epoch(
     return float(total) / count  # one host synchronisation per epoch
 
 
+def train_one_epoch_parted(
+    model: nn.Module,
+    batches: typing.Iterable[tuple[torch.Tensor, torch.Tensor, int]],
+    optimizer: torch.optim.Optimizer,
+    *,
+    group: distributed.Group,
+    precision: str = "fp32",
+) -> float:
+    """One pass of SGD over (this worker's part, its labels, the global batch's size); the mean of the global
+    batches' mean losses (fig. 4.4), as train_one_epoch returns it.
+
+    Each worker's loss is its part's summed loss over the global batch's size, times the number of workers:
+    DistributedDataParallel's average of the gradients is then the global batch's mean gradient.
+    """
+    model.train()
+    total, count = None, 0
+    for x, y, n in batches:
+        with _autocast(x.device, precision):
+            part_sum = nn.functional.cross_entropy(model(x), y, reduction="sum") / n
+        optimizer.zero_grad(set_to_none=True)
+        (part_sum * group.world).backward()
+        optimizer.step()
+        loss = part_sum.detach().float()
+        total = loss if total is None else total + loss
+        count += 1
+    return float(group.sum(total)) / count  # one collective per epoch
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -110,31 +138,36 @@ def evaluate(
     keep_scores: bool = False,
     keep_logits: bool = False,
     step: typing.Callable = eval_step,
+    gather: typing.Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[float, float, torch.Tensor | None]:
     """(loss, accuracy, softmax scores if `keep_scores` or raw outputs if `keep_logits`, on the CPU).
 
     The loss is the thesis's (fig. 4.4) with `loss_batch_size`: the mean of the per-batch mean losses over
     consecutive batches of that many images in split order, the last one short (its images weigh more), as its
     code evaluated in training-size batches; without it, the mean over images. Either way it is computed from
-    per-image losses, so the evaluation batches can be as large as memory allows without changing it.
+    per-image losses, so the evaluation batches can be as large as memory allows without changing it. With
+    `gather` (distributed.Group.gather), `batches` are this worker's part of the split and every worker's
+    per-image losses, hits and outputs are gathered first: the numbers are the whole split's.
     """
     model.eval()
-    losses, outputs, correct = [], [], None
+    losses, outputs, hits = [], [], []
     for x, y in batches:
         per_image, logits = step(model, x, y, precision)
         losses.append(per_image.clone())  # copies: a CUDA graph's next replay overwrites its outputs
-        hits = (logits.argmax(1) == y).sum()
-        correct = hits if correct is None else correct + hits
+        hits.append(logits.argmax(1) == y)
         if keep_scores or keep_logits:
             outputs.append(logits.clone() if keep_logits else torch.softmax(logits, 1))
-    losses = torch.cat(losses)
+    losses, hits = torch.cat(losses), torch.cat(hits)
+    kept = torch.cat(outputs) if outputs else None
+    if gather is not None:
+        losses, hits = gather(losses), gather(hits.to(torch.uint8))
+        kept = None if kept is None else gather(kept)
     if loss_batch_size:
         means = torch.stack([chunk.mean() for chunk in losses.split(loss_batch_size)])
         loss = float(means.sum()) / len(means)
     else:
         loss = float(losses.mean())
-    kept = torch.cat(outputs).cpu() if outputs else None
-    return loss, int(correct) / len(losses), kept
+    return loss, int(hits.sum()) / len(losses), None if kept is None else kept.cpu()
 
 
 MOMENTUM = 0.9  # optimizer="momentum" and "nesterov"
@@ -194,8 +227,15 @@ class Trainer:
         base_batch_size: int | None = None,
         step: str | None = None,
         compiler: Compiler | None = None,
+        group: distributed.Group | None = None,
     ) -> None:
         self.model, self.train, self.val, self.config = model, train, val, config
+        # data-parallel (config.workers > 1): this process's distributed.Group; the model trains under
+        # DistributedDataParallel (`self.ddp`), `self.model` stays the plain module (its checkpoints are one worker's)
+        self.group = group
+        self.ddp = None
+        if group is not None:
+            self.ddp = distributed.wrap(model, self.device)
         self.batch_size = batch_size
         cuda = self.device.type == "cuda"
         # evaluation batches do not change the numbers (see evaluate): on a GPU, larger ones take fewer launches
@@ -291,14 +331,16 @@ class Trainer:
         lr = float(self.optimizer.param_groups[0]["lr"])
         order = torch.randperm(len(self.train), generator=self.order_rng).to(self.device)
         precision = self.config.precision
-        batches = self.train.batches(self.batch_size, order, augment=self._augmentation())
-        train_loss = train_one_epoch(self.model, batches, self.optimizer, precision=precision, step=self.train_step)
-        val_loss, val_accuracy, _ = evaluate(
-            self.model,
-            self.val.batches(self.eval_batch_size),
-            precision=precision,
-            step=self.eval_step,
-            loss_batch_size=self.batch_size if self.config.val_loss == "batches" else None,
+        if self.group is None:
+            batches = self.train.batches(self.batch_size, order, augment=self._augmentation())
+            train_loss = train_one_epoch(self.model, batches, self.optimizer, precision=precision, step=self.train_step)
+        else:
+            batches = self.train.batches(self.batch_size, order, augment=self._augmentation(), part=self.group.part)
+            train_loss = train_one_epoch_parted(
+                self.ddp, batches, self.optimizer, group=self.group, precision=precision
+            )
+        val_loss, val_accuracy, _ = self.evaluate(
+            self.val, loss_batch_size=self.batch_size if self.config.val_loss == "batches" else None
         )
         self.scheduler.step(val_loss)
         improved = self.stopper.step(val_loss)
@@ -318,6 +360,13 @@ class Trainer:
         row |= {"started_at": began, "ended_at": utc_now(), "host": socket.gethostname()}  # when and where it ran
         self.history.append(row)
         return row
+
+    def evaluate(self, split: DeviceSplit, **options) -> tuple[float, float, torch.Tensor | None]:
+        """`evaluate` over `split` (split between the workers and gathered, when data-parallel)."""
+        if self.group is not None:
+            split, options["gather"] = split.subset(self.group.part(len(split))), self.group.gather
+        batches = split.batches(self.eval_batch_size)
+        return evaluate(self.model, batches, precision=self.config.precision, step=self.eval_step, **options)
 
     def _augmentation(self) -> Augmentation | None:
         """This epoch's augmentation (config.augment), on the device, from a seed drawn from `augment_rng`."""

@@ -60,13 +60,22 @@ def gpu_fraction(need_gb: float, gpu_memory_gb: float) -> float:
     return fraction
 
 
+# the Tune trial of a data-parallel trial (workers > 1) only drives its Ray Train workers, which Ray Train places
+# as one group: it holds a megabyte of memory and no CPU, so that it never keeps its own workers from a node
+DRIVER = {"cpu": 0.0, "gpu": 0.0, "memory": float(1 << 20)}
+
+
 def trial_resources(
     trial: Trial, *, gpu_memory_gb: float | None, cpus: float = 1.0, share_gpu: bool = True
 ) -> dict[str, float]:
     """Ray resources for one trial: no GPU when the trial runs on the CPU or no GPU is known; a whole GPU when
-    GPUs are not shared (no MPS); else the share its memory needs."""
+    GPUs are not shared (no MPS); else the share its memory needs. A data-parallel trial needs its whole group:
+    `cpus` and (on GPUs) a whole GPU for each of its workers (NCCL cannot put two workers on one GPU)."""
+    workers = trial.config.workers
     if gpu_memory_gb is None or trial.config.device == "cpu":
-        return {"cpu": cpus, "gpu": 0.0}
+        return {"cpu": cpus * workers, "gpu": 0.0}
+    if workers > 1:
+        return {"cpu": cpus * workers, "gpu": float(workers)}
     if not share_gpu:
         return {"cpu": cpus, "gpu": 1.0}
     return {"cpu": cpus, "gpu": gpu_fraction(estimate_gpu_memory_gb(trial), gpu_memory_gb)}

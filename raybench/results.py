@@ -56,7 +56,8 @@ TRIALS_SCHEMA = pa.schema(
         ("peak_gpu_reserved_gb", pa.float64()),
         ("parameters", pa.int64()),
         ("trainable_parameters", pa.int64()),
-        ("batch_size", pa.int64()),
+        ("batch_size", pa.int64()),  # the global batch: with workers > 1, each worker trains a part of it
+        ("workers", pa.int64()),  # the processes that trained it (data-parallel, spec.TrainConfig.workers)
         ("max_epochs", pa.int64()),
         ("epochs", pa.int64()),
         ("tested_epoch", pa.int64()),  # 1-based: the epoch whose weights were tested (fig. 4.5, config.tested)

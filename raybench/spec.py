@@ -35,6 +35,7 @@ MASK_USES = {"mask": "channel", "masked": "multiply"}
 INPUTS = (*IMAGES, *(f"{image}_{suffix}" for image in IMAGES for suffix in MASK_USES))
 NORMALISATIONS = ("thesis", "measured")
 FINETUNES = ("head", "all")
+MAX_WORKERS = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +78,9 @@ class TrainConfig:
     input: str = "grey3"
     normalise: str = "thesis"  # §4.2: mean 0.5, std 0.225; "measured": the training split's, per channel
     finetune: str = "head"  # §4.6: pretrained trials train their new head only; "all": every parameter
+    # §7.2: data-parallel training in this many processes (one GPU each on GPUs; gloo on the CPU), each a part of
+    # every global batch of batch_size, through Ray Train (service.data_parallel); 1: the thesis's single process
+    workers: int = 1
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -124,6 +128,15 @@ class TrainConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number of at least 0, got {value}")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ValueError(f"workers must be between 1 and {MAX_WORKERS}, got {self.workers}")
+        if self.workers > 1 and self.step == "compiled":
+            raise ValueError("workers > 1 trains with eager steps: set step=eager (or auto) with it")
+        if self.workers > 1 and 0 < self.batch_size < self.workers:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be at least workers ({self.workers}): each worker takes a "
+                "part of every global batch"
+            )
         if not DEVICE.fullmatch(self.device):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or 'xpu[:N]', got {self.device!r}")
 
@@ -274,6 +287,7 @@ class Trial:
             "precision": config.precision,
             "channels_last": config.channels_last,
             "batch_size": self.batch_size,
+            "workers": config.workers,
             "max_epochs": config.max_epochs,
             "options": json.dumps(dataclasses.asdict(config), sort_keys=True),
         }

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from raybench import catalog, metrics, models, resources, results
+from raybench import catalog, distributed, metrics, models, resources, results
 from raybench import data as pbc
 from raybench.batches import DeviceSplit, channel_statistics
 from raybench.compiled import is_out_of_memory
-from raybench.loop import Trainer, evaluate, fit, resolve_device, seed_everything, set_precision, utc_now
+from raybench.loop import Trainer, fit, resolve_device, seed_everything, set_precision, utc_now
 from raybench.spec import Trial, input_parts
 
 
@@ -117,11 +117,14 @@ def build_trainer(
     weights_file: str | Path | None = None,
     batch_size: int | None = None,
     step: str | None = None,
+    group: distributed.Group | None = None,
+    device: torch.device | None = None,
 ) -> Trainer:
     """Seed, build the model and put the trial's train and validation splits on the device (`step` overrides
-    the config's)."""
+    the config's; `device`, config.device's). `group`: this worker's place in a data-parallel trial (its
+    BatchNorm then uses the global batch's statistics)."""
     config = trial.config
-    device = resolve_device(config.device)
+    device = device or resolve_device(config.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
     seed_everything(trial.seed)
@@ -142,6 +145,8 @@ def build_trainer(
     )
     if trial.init_from:  # an earlier trial's tested weights (§7.2, pretraining on the PBC data itself)
         models.load_weights(model, trial.init_from, name=trial.trial_id)
+    if group is not None:
+        model = distributed.global_batchnorm(model)
     model = model.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
     train = data.split(trial, "train", device=device)
     if config.normalise == "measured":  # the training split's own statistics normalise every split
@@ -156,6 +161,7 @@ def build_trainer(
         batch_size=batch_size or trial.batch_size,
         base_batch_size=catalog.batch_size(trial.model, pretrained=trial.pretrained),  # the rate 0.1 is for (§6)
         step=step,
+        group=group,
     )
 
 
@@ -166,13 +172,7 @@ def score_test_split(trainer: Trainer, trial: Trial, data: TrialData) -> tuple[n
         trainer.model.load_state_dict(trainer.tested_model)
     test = data.split(trial, "test", device=trainer.device, like=trainer.train)
     y = test.y.cpu()
-    _, _, logits = evaluate(
-        trainer.model,
-        test.batches(trainer.eval_batch_size),
-        precision=trial.config.precision,
-        keep_logits=True,
-        step=trainer.eval_step,
-    )
+    _, _, logits = trainer.evaluate(test, keep_logits=True)
     return logits.numpy(), np.asarray(y)
 
 

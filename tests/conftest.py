@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from raybench import batches, catalog, data, loop, models, results, spec
+from raybench import batches, catalog, data, distributed, loop, models, results, spec
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32  # the image size of the loop's quick trainers
@@ -33,7 +33,7 @@ def decoded_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("decoded")
 
 
-def make_trainer(*, seed=0, model="lenet5", channels=None, batch_size=8, base_batch_size=None, **options):
+def make_trainer(*, seed=0, model="lenet5", channels=None, batch_size=8, base_batch_size=None, group=None, **options):
     """A Trainer on 32 random 32x32 training images and 16 validation ones (grey, or colour with 3 channels)."""
     config = spec.TrainConfig(
         image_size=SIZE, device="cpu", **{"es_start": 1, "es_patience": 3, "es_min_delta": 0.0, **options}
@@ -44,6 +44,7 @@ def make_trainer(*, seed=0, model="lenet5", channels=None, batch_size=8, base_ba
     x, y = rng.integers(0, 256, shape, dtype=np.uint8), rng.integers(0, 8, 48)
     loop.seed_everything(seed)
     net = models.build_model(model, image_size=SIZE, channels=channels)
+    net = net if group is None else distributed.global_batchnorm(net)  # a data-parallel worker's (raybench.trial)
 
     def split(a, b):
         return batches.DeviceSplit(a, b, channels=channels, device=torch.device("cpu"))
@@ -56,6 +57,7 @@ def make_trainer(*, seed=0, model="lenet5", channels=None, batch_size=8, base_ba
         seed=seed,
         batch_size=batch_size,
         base_batch_size=base_batch_size,
+        group=group,
     )
 
 

@@ -23,9 +23,13 @@ ALLOWED = {
     "models": {"catalog", "models"},
     "batches": {"catalog"},
     "compiled": set(),
-    "loop": {"batches", "catalog", "compiled", "files", "spec", "stopping"},
+    "distributed": set(),  # torch.distributed only: the processes come from Ray Train (service.data_parallel)
+    "loop": {"batches", "catalog", "compiled", "distributed", "files", "spec", "stopping"},
     "resources": {"catalog", "models", "spec"},
-    "trial": {"batches", "catalog", "compiled", "data", "loop", "metrics", "models", "resources", "results", "spec"},
+    "trial": {
+        *("batches", "catalog", "compiled", "data", "distributed", "loop", "metrics", "models", "resources"),
+        *("results", "spec"),
+    },
     "train": {"catalog", "data", "loop", "results", "spec", "trial"},
     "report": {
         "catalog",
@@ -37,12 +41,21 @@ ALLOWED = {
         "spec",
     },  # data: fig. 4.3 reads the cache; spec: the input modes
     "console": {"spec", "stopping"},
-    "projection": {"batches", "catalog", "loop", "models", "provenance", "spec", "stopping"},  # how long: the dry run
+    "projection": {
+        "batches",
+        "catalog",
+        "distributed",
+        "loop",
+        "models",
+        "provenance",
+        "spec",
+        "stopping",
+    },  # how long: the dry run
     "mps": set(),
     "provenance": {"files"},
     "service": {
         *("console", "data", "grid", "loop", "models", "mps", "provenance", "resources", "results", "service"),
-        *("projection", "spec", "trial"),
+        *("distributed", "projection", "spec", "trial"),
     },
     "run": {"service"},
     "__main__": {"data", "report", "service", "train"},  # the `raybench` command: each subcommand's own main

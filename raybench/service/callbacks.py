@@ -160,7 +160,7 @@ class ConsoleCallback(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if result.get("notice"):  # something the trial did about a problem (a damaged checkpoint), said once
             print(f"{trial.config['trial_id']}: {result['notice']}", flush=True)
-        if not result.get("done"):
+        if not result.get("done") and "epoch" in result:  # a data-parallel trial's testing report is no epoch
             self.progress.epoch_ended(trial.config["trial_id"], result)
 
     @never_raises

@@ -50,9 +50,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
         "--inject-failure",
         action="append",
         default=[],
-        metavar="REGEX=once:N|always:N|oom:N",
+        metavar="REGEX=once:N|always:N|oom:N|kill:N",
         help="fault drill: the trials whose name matches fail after epoch N, once (then resume) or on every retry, "
-        "or run out of CUDA memory (then halve the batch)",
+        "run out of CUDA memory (then halve the batch), or have their process killed once (a data-parallel "
+        "trial's last worker)",
     )
     parser.add_argument(
         "--dry-run",

@@ -90,6 +90,18 @@ def check_placeable(plan: pd.DataFrame) -> None:
     """Refuse at once a trial no node can ever hold (Ray would leave it PENDING forever)."""
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     for row in plan.itertuples():
+        workers = int(getattr(row, "workers", 1) or 1)
+        if workers > 1:  # a bundle a worker, anywhere (Ray Train's group)
+            cpu, gpu = row.cpu / workers, row.gpu / workers
+            fits = sum(int(min(n.get("CPU", 0) / cpu if cpu else workers, n.get("GPU", 0) / gpu if gpu else workers))
+                       for n in nodes)  # fmt: skip
+            if fits < workers:
+                have = ", ".join(f"{n.get('CPU', 0):g} CPU/{n.get('GPU', 0):g} GPU" for n in nodes)
+                raise ValueError(
+                    f"trial {row.trial_id} needs {workers} workers of {cpu:g} CPU and {gpu:g} GPU each, but the "
+                    f"cluster's nodes ({have}) hold {fits}; lower workers or --cpus-per-trial, or add nodes"
+                )
+            continue
         if not any(n.get("CPU", 0) >= row.cpu and n.get("GPU", 0) >= row.gpu for n in nodes):
             have = ", ".join(f"{n.get('CPU', 0):g} CPU/{n.get('GPU', 0):g} GPU" for n in nodes)
             raise ValueError(
@@ -155,6 +167,8 @@ def build_tuner(
 
     def trial_resources(config: dict) -> dict:
         trial = trainable.trial_spec(config, specs)
+        if trial.config.workers > 1:  # Ray Train asks for its workers' group itself
+            return resources.DRIVER
         return resources.trial_resources(
             trial, gpu_memory_gb=gpu_gb, cpus=options.cpus_per_trial, share_gpu=sharing != ""
         )
@@ -168,6 +182,9 @@ def build_tuner(
         cache_dir=options.cache,
         checkpoint_every=options.checkpoint_every,
         sharing=sharing,
+        workers_on_gpus=gpu_gb is not None,
+        cpus_per_worker=options.cpus_per_trial,
+        max_failures=options.max_failures,
     )
     fn = tune.with_resources(fn, trial_resources)
     done = {tid for tid, status in results.finished_trials(out).items() if status == "ok"}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
 import sys
 import tempfile
 import time
@@ -73,8 +75,11 @@ class FaultDrill:
     """A failure raised on purpose after an epoch, to exercise the fault tolerance (`run --inject-failure`).
 
     "once:N" fails after epoch N unless the trial was resumed at or past it; "always:N" fails after every
-    epoch from N on, so every retry fails too; "oom:N" runs out of CUDA memory after epoch N at the trial's own
-    batch size (a real allocation larger than the GPU; on the CPU, the error CUDA raises), so the batch halves.
+    epoch from N on, so every retry fails too; "kill:N" kills the process training it (SIGKILL; a data-parallel
+    trial's last worker) after epoch N of its first attempt, as a lost node would (a killed process may not have
+    had its last checkpoint registered, so "resumed at or past N" could never come); "oom:N" runs out of CUDA
+    memory after epoch N at the trial's own batch size (a real allocation larger than the GPU; on the CPU, the error
+    CUDA raises), so the batch halves.
     """
 
     kind: str
@@ -83,8 +88,8 @@ class FaultDrill:
     @classmethod
     def parse(cls, text: str) -> FaultDrill:
         kind, _, at = text.partition(":")
-        if kind not in ("once", "always", "oom") or not at.isdigit():
-            raise ValueError(f"a fault drill is 'once:N', 'always:N' or 'oom:N' (N an epoch), got {text!r}")
+        if kind not in ("once", "always", "oom", "kill") or not at.isdigit():
+            raise ValueError(f"a fault drill is 'once:N', 'always:N', 'oom:N' or 'kill:N' (N an epoch), got {text!r}")
         return cls(kind, int(at))
 
     def check(self, epoch: int, start_epoch: int, *, halved: bool = False) -> None:
@@ -92,6 +97,9 @@ class FaultDrill:
             if epoch == self.epoch and not halved:
                 out_of_memory(f"injected out of memory after epoch {epoch} (oom:{self.epoch})")
             return
+        if self.kind == "kill" and epoch == self.epoch and start_epoch == 0:
+            print(f"raybench: killed after epoch {epoch} (kill:{self.epoch})", file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
         if (self.kind == "always" and epoch >= self.epoch) or (
             self.kind == "once" and epoch == self.epoch and start_epoch < self.epoch
         ):
@@ -116,6 +124,9 @@ def tune_trial(
     cache_dir: str | None = None,
     checkpoint_every: float = 0.0,
     sharing: str = "",
+    workers_on_gpus: bool = False,
+    cpus_per_worker: float = 1.0,
+    max_failures: int = 0,
 ) -> None:
     """The function Tune calls for each trial (wrapped by `tune.with_parameters` and `tune.with_resources` in
     service.driver).
@@ -124,7 +135,9 @@ def tune_trial(
     itself comes from `specs`. `models` are the grid's own model declarations: a fresh trial process's catalog
     holds raybench's only, so they are registered here first. The cache folder is resolved on the node that
     trains ("~" is its user's home). `sharing` says how a trial given part of a GPU shares it ("mps" or
-    "time-sliced"), for its row's `gpu_sharing`.
+    "time-sliced"), for its row's `gpu_sharing`. A data-parallel trial (`workers` > 1) runs its workers through Ray
+    Train (service.data_parallel): on a GPU each (`workers_on_gpus`) or on `cpus_per_worker` CPUs each, its group
+    restarted up to `max_failures` times.
     """
     grid.use_models(models)
     trial = trial_spec(config, specs)
@@ -133,7 +146,22 @@ def tune_trial(
     checkpoint = tune.get_checkpoint()
     finished = result_from_checkpoint(checkpoint)
     if finished is not None:  # it had finished before the driver noticed: report it again
-        _report({"done": True, **_summary(finished)}, None, result=finished)
+        report_finished(finished)
+        return
+    if trial.config.workers > 1:
+        from raybench.service import data_parallel  # Ray Train: imported only by the trials that use it
+
+        data_parallel.drive(
+            trial,
+            models=models,
+            prepared=prepared,
+            cache_dir=cache_dir,
+            checkpoint_every=checkpoint_every,
+            drill=drill,
+            cpus=cpus_per_worker,
+            gpu=workers_on_gpus and trial.config.device != "cpu",
+            max_failures=max_failures,
+        )
         return
     state, damage = restore_state(checkpoint)
     notice = f"its checkpoint is damaged ({damage}): training it again from epoch 1" if damage else ""
@@ -182,6 +210,11 @@ def tune_trial(
     )
     placement = Placement(node, gpu_fraction, sharing if gpu_fraction < 1 else "")
     result = test_trial(trainer, trial, data, placement=placement)
+    report_finished(result)
+
+
+def report_finished(result: results.TrialResult) -> None:
+    """The trial's last report: its summary, and its result rows in its checkpoint (the driver saves them)."""
     _report({"done": True, **_summary(result)}, None, result=result)
 
 
