@@ -191,12 +191,14 @@ def build_optimizer(
 
 
 def scaled_lr(lr: float, *, batch_size: int, base_batch_size: int, scaling: str) -> float:
-    """§6: the rate for a batch of k = batch_size / base_batch_size < 1 of the thesis's: lr x sqrt(k) or lr x k.
+    """The rate for a batch of k = batch_size / base_batch_size times the thesis's: lr x sqrt(k) or lr x k.
 
-    "none" (the thesis's) and batches at least as big as the thesis's keep `lr`.
+    §6 for smaller batches (k < 1, also a batch halved after CUDA out of memory); §7.2's larger batches across GPUs
+    (k > 1, data-parallel trials) the same way up (the linear rule of Goyal et al., 2017). "none" (the thesis's)
+    keeps `lr`.
     """
     k = batch_size / base_batch_size
-    if scaling == "none" or k >= 1:
+    if scaling == "none" or k == 1:
         return lr
     return lr * (math.sqrt(k) if scaling == "sqrt" else k)
 

@@ -12,6 +12,7 @@ Each trial's time is its epochs times its epoch's cost, plus building the model 
 - concurrency: the trials are laid out in grid order on the slots the scheduler has (CPUs over `--cpus-per-trial`,
   each GPU's share per trial from the plan, `--max-concurrent`), as Tune starts a pending trial when one ends.
   Trials that share a GPU are taken to run at their own speed (MPS); the estimate says nothing of that slowdown.
+- a data-parallel trial (`workers`) is taken to scale perfectly over its workers, plus its group's start.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ PROBE_IMAGES = 2  # the first pass; a configuration whose full batch would take 
 SLOW_BATCH_S = 2.0
 MEASURE_BUDGET_S = 60.0  # of timing per dry run; the configurations left are scaled from those timed, by FLOPs
 COSTS_FILE = "costs.json"
+# a data-parallel trial's Ray Train start (its controller, workers and process group): measured on the 2-core CPU
+# machine (benchmarks/results/data_parallel.md)
+GROUP_START_S = 20.0
 
 
 # ----------------------------------------------------------------------------------------------------- epochs
@@ -389,8 +393,11 @@ def project(
     for trial in trials:
         cost = costs_of[trial.trial_id]
         n_train, n_val, n_test = split_sizes[trial.tier]
-        epoch_s = n_train * cost.train_s + n_val * cost.eval_s
-        fixed = cost.build_s + n_test * cost.eval_s
+        # a data-parallel trial's workers each take 1/workers of the images at the same cost per image (perfect
+        # scaling: their communication is not counted), after Ray Train has started their group
+        workers = trial.config.workers
+        epoch_s = (n_train * cost.train_s + n_val * cost.eval_s) / workers
+        fixed = cost.build_s + n_test * cost.eval_s / workers + (GROUP_START_S if workers > 1 else 0.0)
         epochs = projected_epochs(trial)
         rows.append(
             {

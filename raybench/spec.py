@@ -69,7 +69,7 @@ class TrainConfig:
     plateau_factor: float = 0.1  # ReduceLROnPlateau; PyTorch's defaults are the thesis's (§4.3)
     plateau_patience: int = 10
     plateau_threshold: float = 1e-4
-    lr_scaling: str = "none"  # §6: "sqrt" / "linear": lr x sqrt(k) / x k when the batch is k < 1 of the thesis's
+    lr_scaling: str = "none"  # §6: "sqrt" / "linear": lr x sqrt(k) / x k when the batch is k times the thesis's
     es_mode: str = "absolute"  # fig. 4.5: below best - es_min_delta; "relative": below best x (1 - es_min_delta)
     tested: str = "last_improvement"  # fig. 4.5; "lowest_val_loss": the lowest validation loss from es_start on
     augment: str = ""  # §7.2: "" (none) or a "+"-joined set of AUGMENTATIONS, on training batches only

@@ -6,6 +6,7 @@ runs a grid through real Ray: Ray Train's workers inside a Tune trial, beside on
 
 import re
 import socket
+import time
 
 import numpy as np
 import pandas as pd
@@ -106,3 +107,12 @@ def test_a_two_worker_trial_beside_two_one_process_trials_gives_their_numbers_an
     assert list(b.val_accuracy) == list(a.val_accuracy) and two.test_accuracy == one.test_accuracy
     # the killed worker's group went on from its last registered checkpoint (epoch 1 or 2), and the console says so
     assert re.search(r"lenet5-tiny-dp2-seed0: its 2 workers go on from the checkpoint of epoch [12]\n", proc.stdout)
+
+
+def test_a_data_parallel_trial_no_cluster_can_place_is_refused_at_once(tmp_path):
+    grid = write_grid(tmp_path / "wide.py", ["lenet5"], name="wide", options={"workers": 3, "batch_size": 6})
+    started = time.time()
+    proc = run_cli(grid, cwd=tmp_path, check=False, timeout=120)  # 3 workers of 1 CPU on 2 CPUs
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "lenet5-tiny-seed0 needs 3 workers of 1 CPU and 0 GPU each" in proc.stderr and "hold 2" in proc.stderr
+    assert time.time() - started < 60

@@ -154,9 +154,11 @@ def test_a_halved_batch_scales_the_rate(scaling, expected):
     assert [row["lr"] for row in trainer.history] == pytest.approx([expected] * 2, rel=1e-12)
 
 
-def test_a_batch_as_big_as_the_thesis_keeps_the_rate():
+def test_a_batch_as_big_as_the_thesis_keeps_the_rate_and_a_larger_one_scales_it_up():
     assert loop.scaled_lr(0.1, batch_size=64, base_batch_size=64, scaling="linear") == 0.1
-    assert loop.scaled_lr(0.1, batch_size=128, base_batch_size=64, scaling="sqrt") == 0.1
+    assert loop.scaled_lr(0.1, batch_size=128, base_batch_size=64, scaling="sqrt") == pytest.approx(0.1 * math.sqrt(2))
+    assert loop.scaled_lr(0.1, batch_size=512, base_batch_size=64, scaling="linear") == pytest.approx(0.8)
+    assert loop.scaled_lr(0.1, batch_size=512, base_batch_size=64, scaling="none") == 0.1
     assert loop.scaled_lr(0.1, batch_size=16, base_batch_size=64, scaling="sqrt") == pytest.approx(0.05)
     assert make_trainer(lr_scaling="linear", batch_size=8).optimizer.param_groups[0]["lr"] == 0.1  # no base given
 

@@ -113,3 +113,26 @@ def test_the_embedded_samples_large_tier_is_one_warning(tmp_path, capsys):
     assert run.main([str(grid), "--dry-run", "--results", str(tmp_path), "--cache", str(tmp_path / "c")]) == 0
     warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and re.search(r"tier large is the same \d+ images as tiny", warnings[0])
+
+
+def test_a_data_parallel_trial_takes_its_workers_share_of_the_images_after_its_group_starts(tmp_path):
+    one = trial("lenet5", image_size=32, batch_size=6)
+    wide = spec.Trial("lenet5", "tiny", config=spec.make_config({"image_size": 32, "batch_size": 6, "workers": 3}),
+                      variant="dp3")  # fmt: skip
+    table = projection.CostTable(tmp_path / "costs.json")
+    cpu = torch.device("cpu")
+    cost = projection.Cost(train_s=0.01, eval_s=0.004, build_s=0.5)
+    kind, key = projection.device_kind(cpu, threads=1), projection.cost_key(one, eval_batch_size=6)
+    table.table = {kind: {key: {"train_s": cost.train_s, "eval_s": cost.eval_s, "build_s": cost.build_s}}}
+    assert table.known(wide, cpu, threads=1)  # the same cost per image: each worker trains the same model
+    plan = pd.DataFrame(
+        [{**t.columns(), "parameters": 1, "cpu": float(t.config.workers), "gpu": 0.0} for t in (one, wide)]
+    )
+    sizes = {"tiny": (198, 76, 115)}
+    got = projection.project([one, wide], plan, split_sizes=sizes, slots=projection.Slots(cpus=3), costs=table)
+    seconds = got.trials.set_index("trial_id").seconds
+    epochs = projection.projected_epochs(one).expected
+    steps = 115 * 0.004 + epochs * (198 * 0.01 + 76 * 0.004)
+    assert seconds[one.trial_id] == pytest.approx(0.5 + steps)
+    assert seconds[wide.trial_id] == pytest.approx(0.5 + steps / 3 + projection.GROUP_START_S)
+    assert got.at_once == 1  # 1 CPU and 3 CPUs do not fit 3 CPUs at once
