@@ -43,13 +43,12 @@ import string
 from pathlib import Path
 
 from raybench import catalog
-from raybench.spec import Trial, make_config
+from raybench.spec import INT_MAX, NAME, RUN_NAME, Trial, check_name, make_config
 
 GRID_KEYS = ("name", "data", "tiers", "seeds", "options", "models", "sweeps")
 SWEEP_KEYS = ("models", "tiers", "pretrained", "seeds", "options", "label", "init_from", "save_weights")
 MODEL_KEYS = ("builder", "batch_size", "architecture", "channels", "activation_mb", "patch_size")
 OWN_ACTIVATION_MB = 100.0  # a grid's own model without a measured figure: between ResNet-34's and ResNet-50's
-NAME = re.compile(r"[A-Za-z0-9_]+")  # model names and labels: parts of trial ids, folder and file names
 BUILDER = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 TEMPLATE_FIELDS = ("model", "tier", "seed")
 
@@ -174,9 +173,11 @@ def expand(declared: dict, *, source: str = "grid", folder: str | None = None) -
     models = own_models(declared["models"], source=source, folder=folder) if "models" in declared else ()
     tiers = dict(declared.get("tiers") or catalog.TIERS)
     for tier, size in tiers.items():
-        if size is not None and (not isinstance(size, int) or size < 10):
+        check_name(f"{source}: tier", tier)
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or not 10 <= size <= INT_MAX):
             raise ValueError(
-                f"{source}: tier {tier!r} needs a size of at least 10 images (or None for all), got {size!r}"
+                f"{source}: tier {tier!r} needs a size of at least 10 images and at most {INT_MAX} "
+                f"(or None for all), got {size!r}"
             )
     base_options = declared.get("options") or {}
     make_config(base_options)  # unknown keys and bad values fail here, naming the key
@@ -230,7 +231,7 @@ def expand(declared: dict, *, source: str = "grid", folder: str | None = None) -
             f"{source} declares these trials more than once: {repeated}; "
             "give sweeps that change options or the start different 'label's"
         )
-    name = declared.get("name") or Path(source).stem
+    name = check_name(f"{source}: the grid's name", declared.get("name") or Path(source).stem, pattern=RUN_NAME)
     return Grid(name=name, data=declared.get("data"), tiers=tiers, trials=tuple(trials), models=models)
 
 

@@ -35,6 +35,29 @@ MASK_USES = {"mask": "channel", "masked": "multiply"}
 INPUTS = (*IMAGES, *(f"{image}_{suffix}" for image in IMAGES for suffix in MASK_USES))
 NORMALISATIONS = ("thesis", "measured")
 FINETUNES = ("head", "all")
+# names that become folder and file names (trial ids, RESULTS/NAME) and text in the report's tables: nothing that
+# leaves the folder ("..", "/"), no control characters, nothing markdown or HTML reads as markup
+NAME = re.compile(r"[A-Za-z0-9_]+")  # model names, tiers and labels: parts of trial ids ("-" separates the parts)
+RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")  # a run's folder: RESULTS/NAME
+SEED_MAX = 2**32 - 1  # numpy's seeds (np.random.seed) take at most 32 bits
+INT_MAX = 2**63 - 1  # every other whole number is an int64 in Parquet and a C long in torch
+
+
+def check_name(what: str, value, *, pattern: re.Pattern = NAME) -> str:
+    """`value` if it is a name `pattern` allows, else a ValueError naming it and the characters allowed."""
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        allowed = (
+            "letters, digits and '_'"
+            if pattern is NAME
+            else "at most 100 letters, digits, '_', '-' and '.', not starting with '.' or '-'"
+        )
+        raise ValueError(f"{what} {value!r} is not a valid name: it becomes a folder name, so use {allowed}")
+    return value
+
+
+def check_seed(what: str, value: int) -> None:
+    if not 0 <= value <= SEED_MAX:
+        raise ValueError(f"{what} must be a whole number from 0 to {SEED_MAX} (2**32-1, numpy's seeds), got {value}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +147,11 @@ class TrainConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number of at least 0, got {value}")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if _TYPES[field.name] is int and value > INT_MAX:
+                raise ValueError(f"{field.name} must be at most {INT_MAX} (2**63-1, an int64), got {value}")
+        check_seed("split_seed", self.split_seed)
         if not DEVICE.fullmatch(self.device):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or 'xpu[:N]', got {self.device!r}")
 
@@ -228,6 +256,8 @@ class Trial:
 
     def __post_init__(self) -> None:
         catalog.configuration(self.model, pretrained=self.pretrained)
+        check_name("tier", self.tier)
+        check_seed("seed", self.seed)
         catalog.check_image_size(self.model, self.config.image_size)
 
     @property

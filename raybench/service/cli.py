@@ -131,8 +131,11 @@ def check_arguments(args: argparse.Namespace) -> None:
         ("--gpu-memory-gb", args.gpu_memory_gb, 0.01),
     )
     for flag, value, least in checks:
-        if value is not None and not (math.isfinite(value) and value >= least):
-            raise ValueError(f"{flag} must be a finite number of at least {least:g}, got {value:g}")
+        if value is not None and not (math.isfinite(value) and least <= value <= spec.INT_MAX):
+            raise ValueError(
+                f"{flag} must be a finite number of at least {least:g} and at most {spec.INT_MAX} (2**63-1), "
+                f"got {value:g}"
+            )
 
 
 DATA_OPTIONS = ("split_seed", "split_rule", "dedupe")  # the data is prepared once per run: every trial shares these
@@ -167,7 +170,7 @@ def set_up(args: argparse.Namespace) -> Setup:
                 f"one run draws one set of tiers and splits, but the grid asks for {option} "
                 f"{sorted(values, key=str)}: run them separately"
             )
-    name = args.name or grid.name
+    name = spec.check_name("--name", args.name, pattern=spec.RUN_NAME) if args.name is not None else grid.name
     gpu_gb = args.gpu_memory_gb or resources.local_gpu_memory_gb()
     out = Path(args.results).expanduser().resolve() / name  # "~/results" on a cluster is the head node's home
     return Setup(grid, name, out, gpu_gb, fault_drills(grid, args.inject_failure), grid_file=args.grid)
