@@ -244,6 +244,11 @@ def load_grid(path: str | Path) -> Grid:
         namespace = runpy.run_path(str(path))
     except Exception as error:  # a syntax error, an import error, anything the file raises: one line, its cause
         raise ValueError(f"grid file {str(path)!r} failed to load: {type(error).__name__}: {error}") from None
+    except SystemExit as exit_:  # it would end the command without a word
+        raise ValueError(
+            f"grid file {str(path)!r} called sys.exit({exit_.code!r}) while it was loaded: "
+            "a grid file only declares GRID; remove the exit"
+        ) from None
     if "GRID" not in namespace:
         raise ValueError(f"grid file {str(path)!r} defines no GRID dict")
     if not isinstance(namespace["GRID"], dict):

@@ -211,7 +211,10 @@ def parse_overrides(items: Iterable[str]) -> dict[str, typing.Any]:
             raise ValueError(f"--set expects key=value, got {item!r}")
         if key not in _TYPES:
             raise ValueError(f"unknown training option {key!r}; valid keys: {', '.join(config_keys())}")
-        out[key] = _convert(key, text.strip(), _TYPES[key])
+        value = _convert(key, text.strip(), _TYPES[key])
+        if key in out:  # which one was meant cannot be known: the last would silently win
+            raise ValueError(f"--set {key} is given twice ({out[key]!r} and {value!r}): give each option once")
+        out[key] = value
     return out
 
 

@@ -209,3 +209,27 @@ def test_whole_numbers_beyond_what_their_consumer_takes_are_refused_naming_the_o
 def test_grid_numbers_beyond_what_their_consumer_takes_are_refused(tmp_path, capsys, declared, message):
     argv = [grid_file(tmp_path, **declared), "--dry-run", "--results", str(tmp_path / "results")]
     assert message in refused(argv, capsys)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "max_epochs=5", "--set", "max_epochs=3"], "--set max_epochs is given twice (5 and 3)"),
+        (["--set", "lr=0.1", "--set", " lr = 0.01"], "--set lr is given twice (0.1 and 0.01)"),
+        (["--inject-failure", "nothing_like_it=once:1"], "--inject-failure 'nothing_like_it' matches no trial"),
+        (["--inject-failure", "res(=once:1"], "--inject-failure 'res(' is not a valid regular expression"),
+    ],
+)
+def test_a_repeated_set_and_a_fault_drill_matching_nothing_are_one_line_naming_their_option(tmp_path, capsys, args,
+                                                                                            message):  # fmt: skip
+    line = refused([QUICKSTART, "--dry-run", "--results", str(tmp_path), *args], capsys)
+    assert message in line and "--only" not in line
+
+
+@pytest.mark.parametrize(
+    "call, code", [("sys.exit()", "None"), ("sys.exit(0)", "0"), ("raise SystemExit('bye')", "'bye'")]
+)
+def test_a_grid_file_that_calls_sys_exit_says_so_in_one_line(tmp_path, capsys, call, code):
+    (tmp_path / "exits.py").write_text(f"import sys\n{call}\nGRID = {{}}\n")
+    line = refused([str(tmp_path / "exits.py"), "--dry-run", "--results", str(tmp_path)], capsys)
+    assert f"exits.py' called sys.exit({code}) while it was loaded" in line

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -116,7 +117,17 @@ def fault_drills(grid: grids.Grid, items: list[str]) -> dict[str, trainable.Faul
         if not sep:
             raise ValueError(f"--inject-failure expects REGEX=once:N or REGEX=always:N, got {item!r}")
         drill = trainable.FaultDrill.parse(text)
-        drills.update({t.trial_id: drill for t in grid.select(pattern).trials})
+        try:
+            regex = re.compile(pattern)
+        except re.error as error:
+            raise ValueError(f"--inject-failure {pattern!r} is not a valid regular expression ({error})") from None
+        chosen = [t.trial_id for t in grid.trials if regex.search(t.trial_id)]
+        if not chosen:
+            raise ValueError(
+                f"--inject-failure {pattern!r} matches no trial of this run; "
+                f"trial names look like {grid.trials[0].trial_id!r}"
+            )
+        drills.update(dict.fromkeys(chosen, drill))
     return drills
 
 
