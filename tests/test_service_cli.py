@@ -220,8 +220,7 @@ def test_grid_numbers_beyond_what_their_consumer_takes_are_refused(tmp_path, cap
         (["--inject-failure", "res(=once:1"], "--inject-failure 'res(' is not a valid regular expression"),
     ],
 )
-def test_a_repeated_set_and_a_fault_drill_matching_nothing_are_one_line_naming_their_option(tmp_path, capsys, args,
-                                                                                            message):  # fmt: skip
+def test_a_repeated_set_or_an_unmatched_fault_drill_is_one_line_naming_its_option(tmp_path, capsys, args, message):
     line = refused([QUICKSTART, "--dry-run", "--results", str(tmp_path), *args], capsys)
     assert message in line and "--only" not in line
 
