@@ -232,3 +232,20 @@ def test_a_grid_file_that_calls_sys_exit_says_so_in_one_line(tmp_path, capsys, c
     (tmp_path / "exits.py").write_text(f"import sys\n{call}\nGRID = {{}}\n")
     line = refused([str(tmp_path / "exits.py"), "--dry-run", "--results", str(tmp_path)], capsys)
     assert f"exits.py' called sys.exit({code}) while it was loaded" in line
+
+
+def test_a_plan_written_by_an_older_raybench_is_said_so_not_that_options_differ(tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    argv = [QUICKSTART, "--results", str(tmp_path)]
+    run.main([*argv, "--dry-run"])
+    capsys.readouterr()
+    out = tmp_path / "quickstart"
+    plan = pd.read_parquet(out / "plan.dry-run.parquet")
+    plan.drop(columns=["options", "variant"]).to_parquet(out / "plan.parquet")  # as a plan before those columns
+    (out / "run.json").write_text(json.dumps({"runs": [{"versions": {"raybench": "0.1.0"}}]}))
+    line = refused([*argv, "--resume"], capsys)
+    assert "this run was planned by an older raybench (0.1.0): its plan.parquet lacks variant, options" in line
+    assert "differ" not in line and "start a new run with another --name" in line

@@ -19,7 +19,7 @@ import pandas as pd
 
 from raybench import data as pbc
 from raybench import grid as grids
-from raybench import models, mps, resources, results, spec
+from raybench import models, mps, provenance, resources, results, spec
 from raybench.service import driver, dry_run, interrupt, lock, preflight, trainable
 from raybench.service.driver import Setup, plan_rows
 
@@ -203,14 +203,30 @@ def check_resume(setup: Setup, *, resume: bool) -> None:
         raise ValueError(f"{out} already holds results of a run: add --resume to continue it, or choose another --name")
     before = results.read_plan(out) if resume else None
     if before is not None:
+        check_plan_format(out, before, setup.grid.trials[0])
         now = [(c["trial_id"], c["options"]) for c in (t.columns() for t in setup.grid.trials)]
-        if "options" not in before or sorted(zip(before.trial_id, before.options, strict=True)) != sorted(now):
+        if sorted(zip(before.trial_id, before.options, strict=True)) != sorted(now):
             raise ValueError(
                 f"--resume: the trials or their options differ from those of the run in {out}; resume "
                 "with the same grid, --only and --set, or start a new run with another --name"
             )
     if resume:
         check_trained_options(setup)
+
+
+def check_plan_format(out: Path, plan: pd.DataFrame, trial: spec.Trial) -> None:
+    """A plan without the columns this raybench identifies a trial by was written by an older one: its trials and
+    options cannot be compared, so say that, not that they differ."""
+    missing = [column for column in trial.columns() if column not in plan]
+    if missing:
+        runs = provenance.read_runs(out)
+        version = (runs[0].get("versions") or {}).get("raybench") if runs else None
+        raise ValueError(
+            f"--resume: this run was planned by an older raybench{f' ({version})' if version else ''}: its "
+            f"plan.parquet lacks "
+            f"{', '.join(missing)}, so this raybench cannot check it is the same trials and options; finish it with "
+            f"the raybench that started it, or start a new run with another --name"
+        )
 
 
 def check_trained_options(setup: Setup) -> None:
