@@ -244,8 +244,8 @@ def test_a_plan_written_by_an_older_raybench_is_said_so_not_that_options_differ(
     capsys.readouterr()
     out = tmp_path / "quickstart"
     plan = pd.read_parquet(out / "plan.dry-run.parquet")
-    plan.drop(columns=["options", "variant"]).to_parquet(out / "plan.parquet")  # as a plan before those columns
+    plan.drop(columns=["options", "variant"]).to_parquet(out / "plan.parquet")  # as plans before those columns
     (out / "run.json").write_text(json.dumps({"runs": [{"versions": {"raybench": "0.1.0"}}]}))
     line = refused([*argv, "--resume"], capsys)
-    assert "this run was planned by an older raybench (0.1.0): its plan.parquet lacks variant, options" in line
+    assert "this run was planned by an older raybench (0.1.0): its plan.parquet lacks options, so" in line
     assert "differ" not in line and "start a new run with another --name" in line

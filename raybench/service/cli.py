@@ -203,7 +203,7 @@ def check_resume(setup: Setup, *, resume: bool) -> None:
         raise ValueError(f"{out} already holds results of a run: add --resume to continue it, or choose another --name")
     before = results.read_plan(out) if resume else None
     if before is not None:
-        check_plan_format(out, before, setup.grid.trials[0])
+        check_plan_format(out, before)
         now = [(c["trial_id"], c["options"]) for c in (t.columns() for t in setup.grid.trials)]
         if sorted(zip(before.trial_id, before.options, strict=True)) != sorted(now):
             raise ValueError(
@@ -214,18 +214,20 @@ def check_resume(setup: Setup, *, resume: bool) -> None:
         check_trained_options(setup)
 
 
-def check_plan_format(out: Path, plan: pd.DataFrame, trial: spec.Trial) -> None:
-    """A plan without the columns this raybench identifies a trial by was written by an older one: its trials and
-    options cannot be compared, so say that, not that they differ."""
-    missing = [column for column in trial.columns() if column not in plan]
+PLAN_IDENTITY = ("trial_id", "options")  # what --resume compares a plan by
+
+
+def check_plan_format(out: Path, plan: pd.DataFrame) -> None:
+    """A plan without the columns --resume compares was written by an older raybench: its trials and options cannot
+    be compared, so say that, not that they differ."""
+    missing = [column for column in PLAN_IDENTITY if column not in plan]
     if missing:
         runs = provenance.read_runs(out)
         version = (runs[0].get("versions") or {}).get("raybench") if runs else None
         raise ValueError(
             f"--resume: this run was planned by an older raybench{f' ({version})' if version else ''}: its "
-            f"plan.parquet lacks "
-            f"{', '.join(missing)}, so this raybench cannot check it is the same trials and options; finish it with "
-            f"the raybench that started it, or start a new run with another --name"
+            f"plan.parquet lacks {', '.join(missing)}, so this raybench cannot check that it is the same trials and "
+            "options; finish it with the raybench that started it, or start a new run with another --name"
         )
 
 
