@@ -116,12 +116,12 @@ def own_models(declared, *, source: str, folder: str | None = None) -> tuple[cat
             raise ValueError(f"{where}: builder must be an import path 'module:function', got {builder!r}")
         batch_size = fields.get("batch_size")
         if not catalog.is_whole(batch_size):
-            raise ValueError(f"{where}: batch_size must be a whole number of at least 1, got {batch_size!r}")
+            raise ValueError(f"{where}: batch_size must be a whole number from 1 to {INT_MAX}, got {batch_size!r}")
         channels, patch = fields.get("channels", 3), fields.get("patch_size")
         if channels not in (1, 3) or isinstance(channels, bool):
             raise ValueError(f"{where}: channels must be 1 (grey) or 3 (grey replicated, or colour), got {channels!r}")
         if patch is not None and not catalog.is_whole(patch):
-            raise ValueError(f"{where}: patch_size must be a whole number of at least 1, got {patch!r}")
+            raise ValueError(f"{where}: patch_size must be a whole number from 1 to {INT_MAX}, got {patch!r}")
         activation = fields.get("activation_mb", OWN_ACTIVATION_MB)
         if isinstance(activation, bool) or not isinstance(activation, (int, float)) or not activation > 0:
             raise ValueError(f"{where}: activation_mb must be a number above 0, got {activation!r}")

@@ -40,7 +40,7 @@ FINETUNES = ("head", "all")
 NAME = re.compile(r"[A-Za-z0-9_]+")  # model names, tiers and labels: parts of trial ids ("-" separates the parts)
 RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")  # a run's folder: RESULTS/NAME
 SEED_MAX = 2**32 - 1  # numpy's seeds (np.random.seed) take at most 32 bits
-INT_MAX = 2**63 - 1  # every other whole number is an int64 in Parquet and a C long in torch
+INT_MAX = catalog.INT_MAX  # every other whole number: an int64 in Parquet, a C long in torch
 
 
 def check_name(what: str, value, *, pattern: re.Pattern = NAME) -> str:
