@@ -276,7 +276,7 @@ def download(
         raise ValueError(f"sha256 must be 64 hexadecimal digits, got {sha256!r}")
     limit = download_deadline() if deadline_s is None else deadline_s
     if not (0 < limit < float("inf")):
-        raise ValueError(f"the download's deadline must be a number of seconds above 0, got {limit!r}")
+        raise ValueError(f"the download deadline (--deadline) must be a number of seconds above 0, got {limit!r}")
     deadline = time.monotonic() + limit
     dest = Path(dest).expanduser().resolve()
     if dest.exists() and not dest.is_dir():
