@@ -271,9 +271,12 @@ def batch_size(name: str, *, pretrained: bool = False) -> int:
     return config.pretrained_batch_size if pretrained else config.batch_size
 
 
+INT_MAX = 2**63 - 1  # the largest whole number an int64 (Parquet's columns) and a C long (torch's sizes) hold
+
+
 def is_whole(value, *, least: int = 1) -> bool:
-    """A whole number (NumPy's too) of at least `least`; never a bool, which would pass as 1 (a batch of True)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least
+    """A whole number (NumPy's too) from `least` to INT_MAX; never a bool, which would pass as 1 (a batch of True)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and least <= value <= INT_MAX
 
 
 def check_image_size(name: str, image_size: int) -> None:

@@ -43,13 +43,12 @@ import string
 from pathlib import Path
 
 from raybench import catalog
-from raybench.spec import Trial, make_config
+from raybench.spec import INT_MAX, NAME, RUN_NAME, Trial, check_name, make_config
 
 GRID_KEYS = ("name", "data", "tiers", "seeds", "options", "models", "sweeps")
 SWEEP_KEYS = ("models", "tiers", "pretrained", "seeds", "options", "label", "init_from", "save_weights")
 MODEL_KEYS = ("builder", "batch_size", "architecture", "channels", "activation_mb", "patch_size")
 OWN_ACTIVATION_MB = 100.0  # a grid's own model without a measured figure: between ResNet-34's and ResNet-50's
-NAME = re.compile(r"[A-Za-z0-9_]+")  # model names and labels: parts of trial ids, folder and file names
 BUILDER = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 TEMPLATE_FIELDS = ("model", "tier", "seed")
 
@@ -117,12 +116,12 @@ def own_models(declared, *, source: str, folder: str | None = None) -> tuple[cat
             raise ValueError(f"{where}: builder must be an import path 'module:function', got {builder!r}")
         batch_size = fields.get("batch_size")
         if not catalog.is_whole(batch_size):
-            raise ValueError(f"{where}: batch_size must be a whole number of at least 1, got {batch_size!r}")
+            raise ValueError(f"{where}: batch_size must be a whole number from 1 to {INT_MAX}, got {batch_size!r}")
         channels, patch = fields.get("channels", 3), fields.get("patch_size")
         if channels not in (1, 3) or isinstance(channels, bool):
             raise ValueError(f"{where}: channels must be 1 (grey) or 3 (grey replicated, or colour), got {channels!r}")
         if patch is not None and not catalog.is_whole(patch):
-            raise ValueError(f"{where}: patch_size must be a whole number of at least 1, got {patch!r}")
+            raise ValueError(f"{where}: patch_size must be a whole number from 1 to {INT_MAX}, got {patch!r}")
         activation = fields.get("activation_mb", OWN_ACTIVATION_MB)
         if isinstance(activation, bool) or not isinstance(activation, (int, float)) or not activation > 0:
             raise ValueError(f"{where}: activation_mb must be a number above 0, got {activation!r}")
@@ -174,9 +173,11 @@ def expand(declared: dict, *, source: str = "grid", folder: str | None = None) -
     models = own_models(declared["models"], source=source, folder=folder) if "models" in declared else ()
     tiers = dict(declared.get("tiers") or catalog.TIERS)
     for tier, size in tiers.items():
-        if size is not None and (not isinstance(size, int) or size < 10):
+        check_name(f"{source}: tier", tier)
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or not 10 <= size <= INT_MAX):
             raise ValueError(
-                f"{source}: tier {tier!r} needs a size of at least 10 images (or None for all), got {size!r}"
+                f"{source}: tier {tier!r} needs a size of at least 10 images and at most {INT_MAX} "
+                f"(or None for all), got {size!r}"
             )
     base_options = declared.get("options") or {}
     make_config(base_options)  # unknown keys and bad values fail here, naming the key
@@ -230,7 +231,7 @@ def expand(declared: dict, *, source: str = "grid", folder: str | None = None) -
             f"{source} declares these trials more than once: {repeated}; "
             "give sweeps that change options or the start different 'label's"
         )
-    name = declared.get("name") or Path(source).stem
+    name = check_name(f"{source}: the grid's name", declared.get("name") or Path(source).stem, pattern=RUN_NAME)
     return Grid(name=name, data=declared.get("data"), tiers=tiers, trials=tuple(trials), models=models)
 
 
@@ -243,6 +244,11 @@ def load_grid(path: str | Path) -> Grid:
         namespace = runpy.run_path(str(path))
     except Exception as error:  # a syntax error, an import error, anything the file raises: one line, its cause
         raise ValueError(f"grid file {str(path)!r} failed to load: {type(error).__name__}: {error}") from None
+    except SystemExit as exit_:  # it would end the command without a word
+        raise ValueError(
+            f"grid file {str(path)!r} called sys.exit({exit_.code!r}) while it was loaded: "
+            "a grid file only declares GRID; remove the exit"
+        ) from None
     if "GRID" not in namespace:
         raise ValueError(f"grid file {str(path)!r} defines no GRID dict")
     if not isinstance(namespace["GRID"], dict):

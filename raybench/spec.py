@@ -36,6 +36,29 @@ INPUTS = (*IMAGES, *(f"{image}_{suffix}" for image in IMAGES for suffix in MASK_
 NORMALISATIONS = ("thesis", "measured")
 FINETUNES = ("head", "all")
 MAX_WORKERS = 64
+# names that become folder and file names (trial ids, RESULTS/NAME) and text in the report's tables: nothing that
+# leaves the folder ("..", "/"), no control characters, nothing markdown or HTML reads as markup
+NAME = re.compile(r"[A-Za-z0-9_]+")  # model names, tiers and labels: parts of trial ids ("-" separates the parts)
+RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")  # a run's folder: RESULTS/NAME
+SEED_MAX = 2**32 - 1  # numpy's seeds (np.random.seed) take at most 32 bits
+INT_MAX = catalog.INT_MAX  # every other whole number: an int64 in Parquet, a C long in torch
+
+
+def check_name(what: str, value, *, pattern: re.Pattern = NAME) -> str:
+    """`value` if it is a name `pattern` allows, else a ValueError naming it and the characters allowed."""
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        allowed = (
+            "letters, digits and '_'"
+            if pattern is NAME
+            else "at most 100 letters, digits, '_', '-' and '.', not starting with '.' or '-'"
+        )
+        raise ValueError(f"{what} {value!r} is not a valid name: it becomes a folder name, so use {allowed}")
+    return value
+
+
+def check_seed(what: str, value: int) -> None:
+    if not 0 <= value <= SEED_MAX:
+        raise ValueError(f"{what} must be a whole number from 0 to {SEED_MAX} (2**32-1, numpy's seeds), got {value}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +160,11 @@ class TrainConfig:
                 f"batch_size ({self.batch_size}) must be at least workers ({self.workers}): each worker takes a "
                 "part of every global batch"
             )
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if _TYPES[field.name] is int and value > INT_MAX:
+                raise ValueError(f"{field.name} must be at most {INT_MAX} (2**63-1, an int64), got {value}")
+        check_seed("split_seed", self.split_seed)
         if not DEVICE.fullmatch(self.device):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or 'xpu[:N]', got {self.device!r}")
 
@@ -196,7 +224,10 @@ def parse_overrides(items: Iterable[str]) -> dict[str, typing.Any]:
             raise ValueError(f"--set expects key=value, got {item!r}")
         if key not in _TYPES:
             raise ValueError(f"unknown training option {key!r}; valid keys: {', '.join(config_keys())}")
-        out[key] = _convert(key, text.strip(), _TYPES[key])
+        value = _convert(key, text.strip(), _TYPES[key])
+        if key in out:  # which one was meant cannot be known: the last would silently win
+            raise ValueError(f"--set {key} is given twice ({out[key]!r} and {value!r}): give each option once")
+        out[key] = value
     return out
 
 
@@ -241,6 +272,8 @@ class Trial:
 
     def __post_init__(self) -> None:
         catalog.configuration(self.model, pretrained=self.pretrained)
+        check_name("tier", self.tier)
+        check_seed("seed", self.seed)
         catalog.check_image_size(self.model, self.config.image_size)
 
     @property

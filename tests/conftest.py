@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -105,9 +106,10 @@ def dataset_with_duplicates(parent: Path, *, per_class: int = 10, copies: int = 
 
 @pytest.fixture
 def server(monkeypatch):
-    """A loopback HTTP server serving `state["payload"]` with Range support; `state["cut"]` halves the next body."""
+    """A loopback HTTP server serving `state["payload"]` with Range support; `state["cut"]` halves the next body;
+    `state["trickle"]` = (bytes, seconds) sends the body that many bytes at a time, that long apart."""
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    state = {"payload": b"", "cut": False, "ranges": []}
+    state = {"payload": b"", "cut": False, "ranges": [], "trickle": None}
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
@@ -133,7 +135,17 @@ def server(monkeypatch):
                 state["cut"] = False
                 body = body[: len(body) // 2]
                 self.close_connection = True
-            self.wfile.write(body)
+            if not state["trickle"]:
+                self.wfile.write(body)
+                return
+            size, pause = state["trickle"]
+            try:
+                for start in range(0, len(body), size):
+                    self.wfile.write(body[start : start + size])
+                    self.wfile.flush()
+                    time.sleep(pause)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up
+                pass
 
         def log_message(self, *args):
             pass

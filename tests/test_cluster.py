@@ -368,6 +368,22 @@ def test_the_head_may_pass_only_the_workers_role_and_end_only_the_clusters_nodes
     assert ending["Condition"] == {"StringEquals": {"aws:ResourceTag/ray-cluster-name": load(AWS)["cluster_name"]}}
 
 
+def test_the_head_launches_only_the_workers_instance_type_and_both_list_only_the_runs_prefix():
+    config = load(AWS)
+    workers = {t["node_config"]["InstanceType"] for n, t in config["available_node_types"].items() if n != "head"}
+    head = statements("raybench-head-policy")
+    launching = [s for s in head if "ec2:RunInstances" in listed(s["Action"]) and "instance/*" in str(s["Resource"])]
+    assert launching
+    for statement in launching:  # the autoscaler launches workers only: the head is `ray up`'s, with your credentials
+        assert set(listed(statement["Condition"]["StringEquals"]["ec2:InstanceType"])) == workers
+    for name in ("raybench-head-policy", "raybench-worker-policy"):
+        objects = {r for s in statements(name) if "s3:GetObject" in listed(s["Action"]) for r in listed(s["Resource"])}
+        (listing,) = [s for s in statements(name) if "s3:ListBucket" in listed(s["Action"])]
+        prefixes = listed(listing["Condition"]["StringLike"]["s3:prefix"])
+        assert prefixes  # listing only where the objects may be read
+        assert {f"arn:aws:s3:::BUCKET/{prefix.rstrip('*').rstrip('/')}/*" for prefix in prefixes} <= objects
+
+
 def test_the_workers_may_use_only_the_runs_prefix():
     for statement in statements("raybench-worker-policy"):
         assert all(action.startswith("s3:") for action in listed(statement["Action"]))

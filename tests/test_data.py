@@ -623,3 +623,30 @@ def test_data_prepare_takes_split_seed_and_keeps_seed_as_a_hidden_alias(capsys):
         main(["prepare", "--help"])
     help_text = capsys.readouterr().out
     assert "--split-seed" in help_text and "--seed " not in help_text
+
+
+def test_a_trickling_download_shows_progress_and_stops_at_its_deadline_keeping_the_part(
+    tmp_path, server, capsys, monkeypatch
+):
+    import time
+
+    from raybench.data import source
+
+    server["payload"] = payload = dataset_zip(tmp_path)
+    server["trickle"] = (len(payload) // 100, 0.05)  # 5 s in all, never silent long enough for a socket's timeout
+    monkeypatch.setenv("RAYBENCH_DOWNLOAD_DEADLINE_S", "1.5")
+    monkeypatch.setattr(source, "PROGRESS_EVERY_S", 0.3, raising=False)
+    dest = tmp_path / "dest"
+    started = time.monotonic()
+    assert main(["download", str(dest), "--url", server["url"]]) == 2
+    assert time.monotonic() - started < 4
+    err = capsys.readouterr().err
+    part = dest / (data.PBC_ZIP + ".part")
+    kept = part.stat().st_size
+    assert 0 < kept < len(payload)
+    assert f"did not finish within its deadline of 1.5 s (RAYBENCH_DOWNLOAD_DEADLINE_S); {kept} bytes are kept" in err
+    progress = [line for line in err.splitlines() if line.startswith("downloaded ")]
+    assert len(progress) >= 2 and f" of {len(payload) / 1e6:.1f} MB (" in progress[0] and "MB/s" in progress[0]
+    server["trickle"] = None  # the next call resumes from what was kept
+    assert main(["download", str(dest), "--url", server["url"], "--deadline", "30"]) == 0
+    assert server["ranges"][-1] == f"bytes={kept}-" and (dest / data.PBC_ZIP).read_bytes() == payload

@@ -120,6 +120,66 @@ def test_pixels_without_an_8_bit_scale_are_skipped_naming_file_and_reason(tmp_pa
             data.preprocess(img)
 
 
+def test_a_file_name_utf8_cannot_encode_is_skipped_naming_the_file(tmp_path):
+    root = make_dataset(tmp_path, per_class=6)
+    source_image = sorted((root / "basophil").glob("*.jpg"))[0]
+    bad = os.path.join(os.fsencode(root / "basophil"), b"BA_caf\xe9.jpg")  # Latin-1, as an old archive might name it
+    Path(os.fsdecode(bad)).write_bytes(source_image.read_bytes())
+    with pytest.warns(data.DataWarning) as caught:
+        prepared = data.prepare(root, tiers={"all": None})
+    messages = "\n".join(str(w.message) for w in caught)
+    assert f"skipping {root}/basophil/BA_caf\\xe9.jpg: its name is not valid UTF-8 (rename it)" in messages
+    assert dict(prepared.report.skipped) == {"basophil/BA_caf\\xe9.jpg": "its name is not valid UTF-8 (rename it)"}
+    assert prepared.report.usable == 8 * 6 and prepared.report.files_seen == 8 * 6 + 1
+
+
+SCAN_UNDER_A_MEMORY_CAP = """
+import resource, sys, warnings
+from pathlib import Path
+from raybench.data import validation
+with open("/proc/self/status") as status:
+    size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize"))
+resource.setrlimit(resource.RLIMIT_AS, (size + 192 * 2**20, resource.RLIM_INFINITY))  # 192 MiB more than now
+with warnings.catch_warnings(record=True):
+    images, skipped, seen = validation.scan(Path(sys.argv[1]))
+print(len(images), seen, dict(skipped))
+"""
+
+
+def test_a_large_non_image_file_is_skipped_without_being_read_whole(tmp_path):
+    root = make_dataset(tmp_path, per_class=2)
+    with open(root / "monocyte" / "notes.bin", "wb") as handle:  # sparse: no disk used, 250 MiB to read
+        handle.truncate(250 * 2**20)
+    huge = root / "platelet" / "huge.jpg"  # a real JPEG's header, then 3 GiB
+    huge.write_bytes(sorted((root / "platelet").glob("*.jpg"))[0].read_bytes())
+    with open(huge, "r+b") as handle:
+        handle.truncate(3 * 2**30)
+    done = subprocess.run(
+        [sys.executable, "-c", SCAN_UNDER_A_MEMORY_CAP, str(root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MALLOC_ARENA_MAX": "2"},  # the cap is on address space: no 64 MiB arena per thread
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "16 18 {" in done.stdout and "'monocyte/notes.bin': 'not an image'" in done.stdout
+    assert "'platelet/huge.jpg': 'too large for an image (3072 MiB; at most 256 MiB read)'" in done.stdout
+
+
+def test_a_ninth_folder_beside_the_class_folders_is_named_as_ignored(tmp_path):
+    root = make_dataset(tmp_path, per_class=6)
+    extra = root / "band_neutrophil"
+    extra.mkdir()
+    shutil.copy(sorted((root / "neutrophil").glob("*.jpg"))[0], extra / "BNE_1.jpg")
+    (root / ".thumbnails").mkdir()  # hidden folders are no one's classes: not reported
+    with pytest.warns(data.DataWarning) as caught:
+        prepared = data.prepare(root, tiers={"all": None})
+    line = f"ignoring the folder {extra}: not one of the 8 classes (basophil, eosinophil,"
+    assert next(str(w.message) for w in caught if line in str(w.message)).endswith("its 1 file(s) are ignored")
+    assert list(dict(prepared.report.skipped)) == ["band_neutrophil/"] and prepared.report.usable == 8 * 6
+    assert "skipped band_neutrophil/: not one of the 8 classes" in str(prepared.report)
+
+
 # ------------------------------------------------------------------------------------------- class folders
 
 

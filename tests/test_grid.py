@@ -168,6 +168,10 @@ def test_a_grid_with_its_own_model_loads_without_torch(tmp_path):
     "models_text, message",
     [
         ("{'own_net': {'builder': 'tiny_nets:build'}}", "batch_size must be a whole number"),
+        (
+            "{'own_net': {'builder': 'tiny_nets:build', 'batch_size': 2**63}}",
+            "batch_size must be a whole number from 1 to",
+        ),
         ("{'own_net': {'builder': 'tiny_nets.build', 'batch_size': 8}}", "builder must be an import path"),
         ("{'own_net': {'builder': 'tiny_nets:build', 'batch_size': 8, 'colour': 1}}", "unknown key(s) ['colour']"),
         ("{'own_net': {'builder': 'tiny_nets:build', 'batch_size': 8, 'channels': 2}}", "channels must be 1"),

@@ -46,3 +46,26 @@ def test_resume_after_the_local_folder_is_deleted_keeps_every_finished_trial(tmp
     assert "restored 1 finished trial" in proc.stdout
     assert pq.read_table(tmp_path / "results" / "small" / "trials.parquet").to_pylist() == copied
     assert pq.read_table(storage / "small" / "results" / "trials.parquet").to_pylist() == copied
+
+
+@pytest.mark.parametrize(
+    "storage, expected",
+    [
+        (
+            "s3://bucket/x?endpoint_override=http://127.0.0.1:9000&region=us-east-1",
+            "s3://bucket/x/quick/results?endpoint_override=http://127.0.0.1:9000&region=us-east-1",
+        ),
+        ("s3://bucket/x/?region=us-east-1", "s3://bucket/x/quick/results?region=us-east-1"),
+        ("s3://bucket/x", "s3://bucket/x/quick/results"),
+        ("/mnt/nfs/runs/", "/mnt/nfs/runs/quick/results"),
+    ],
+)
+def test_the_storage_copy_goes_under_the_storage_path_before_its_query(storage, expected):
+    from pyarrow import fs
+
+    from raybench.service.driver import mirror_uri
+
+    assert mirror_uri(storage, "quick") == expected
+    if "region=" in storage:  # pyarrow reads the path and the endpoint from it (with the region: no connection)
+        filesystem, path = fs.FileSystem.from_uri(mirror_uri(storage, "quick"))
+        assert path == "bucket/x/quick/results" and isinstance(filesystem, fs.S3FileSystem)

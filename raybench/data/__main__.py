@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 from raybench.data.preparation import prepare
-from raybench.data.source import PBC_SHA256, PBC_URL, DownloadError, download, find_root
+from raybench.data.source import DOWNLOAD_DEADLINE_S, PBC_SHA256, PBC_URL, DownloadError, download, find_root
 from raybench.data.validation import DataWarning
 
 
@@ -31,6 +31,13 @@ def main(argv: list[str] | None = None) -> int:
         default=PBC_SHA256,
         help="the zip's expected SHA-256; a download that differs is deleted (default: %(default)s; None: unchecked)",
     )
+    get.add_argument(
+        "--deadline",
+        type=float,
+        metavar="SECONDS",
+        help="give up (keeping what came, for the next call to resume) after this long, retries included "
+        f"(default: $RAYBENCH_DOWNLOAD_DEADLINE_S, else {DOWNLOAD_DEADLINE_S:g})",
+    )
     prep = commands.add_parser("prepare", help="validate the images, draw the tiers and print the report")
     prep.add_argument(
         "data", nargs="?", help="PBC_dataset_normal_DIB folder, its parent or the .zip (default: embedded sample)"
@@ -48,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "download":
-            print(f"dataset ready at {download(args.dest, url=args.url, sha256=args.sha256)}")
+            print(f"dataset ready at {download(args.dest, url=args.url, sha256=args.sha256, deadline_s=args.deadline)}")
         elif args.command == "masks":
             check_masks(find_root(args.data), Path(args.out), seed=args.seed)
         else:

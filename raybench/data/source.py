@@ -48,6 +48,12 @@ PBC_SHA256: str | None = None
 MAX_UNPACKED_BYTES = 4 * 10**9
 MAX_MEMBERS = 50_000
 
+# The whole download's time limit, retries included (a server that trickles bytes never trips a socket's timeout):
+# 0.3 GB in 2 hours is 40 kB/s. RAYBENCH_DOWNLOAD_DEADLINE_S or `deadline_s=` sets another.
+DOWNLOAD_DEADLINE_S = 2 * 3600.0
+SOCKET_TIMEOUT_S = 60.0  # one read or connect that hears nothing
+PROGRESS_EVERY_S = 10.0  # a progress line on the console this often
+
 
 class DownloadError(RuntimeError):
     """The dataset could not be downloaded or is not what it should be."""
@@ -239,6 +245,18 @@ def _unsafe_name(name: str) -> bool:
 # ------------------------------------------------------------------------------------------------- download
 
 
+def download_deadline() -> float:
+    """The download's overall time limit in seconds: RAYBENCH_DOWNLOAD_DEADLINE_S, else DOWNLOAD_DEADLINE_S."""
+    text = os.environ.get("RAYBENCH_DOWNLOAD_DEADLINE_S", "")
+    try:
+        seconds = float(text) if text else DOWNLOAD_DEADLINE_S
+    except ValueError:
+        seconds = float("nan")
+    if not (0 < seconds < float("inf")):
+        raise ValueError(f"RAYBENCH_DOWNLOAD_DEADLINE_S must be a number of seconds above 0, got {text!r}")
+    return seconds
+
+
 def download(
     dest: str | Path,
     *,
@@ -246,14 +264,20 @@ def download(
     sha256: str | None = PBC_SHA256,
     attempts: int = 3,
     retry_wait: float = 2.0,
+    deadline_s: float | None = None,
 ) -> Path:
     """Fetch, check and unpack the full dataset into `dest`; return the dataset folder. Resumes a broken download.
 
     With `sha256` the archive must have that SHA-256: a download that does not is deleted, never kept as the zip.
-    A full disk stops at once (the partial file is kept for the next call); network failures are retried.
+    A full disk stops at once (the partial file is kept for the next call); network failures are retried, all within
+    `deadline_s` (default: download_deadline()), after which the partial file is kept for the next call.
     """
     if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
         raise ValueError(f"sha256 must be 64 hexadecimal digits, got {sha256!r}")
+    limit = download_deadline() if deadline_s is None else deadline_s
+    if not (0 < limit < float("inf")):
+        raise ValueError(f"the download deadline (--deadline) must be a number of seconds above 0, got {limit!r}")
+    deadline = time.monotonic() + limit
     dest = Path(dest).expanduser().resolve()
     if dest.exists() and not dest.is_dir():
         raise ValueError(f"download target {dest} is a file, not a folder: pass a folder (it is created if missing)")
@@ -269,7 +293,7 @@ def download(
     part = dest / (PBC_ZIP + ".part")
     for attempt in range(1, attempts + 1):
         try:
-            _fetch(url, part)
+            _fetch(url, part, deadline=deadline)
             break
         except ValueError:  # the local disk (full, not writable): retrying won't help
             raise
@@ -277,6 +301,12 @@ def download(
             if isinstance(error, urllib.error.HTTPError) and error.code < 500 and error.code not in (408, 416, 429):
                 raise DownloadError(f"{url}: HTTP {error.code} {error.reason}") from error  # retrying won't help
             have = part.stat().st_size if part.exists() else 0
+            if time.monotonic() >= deadline:
+                raise DownloadError(
+                    f"the download of {url} did not finish within its deadline of {limit:g} s "
+                    f"(RAYBENCH_DOWNLOAD_DEADLINE_S); {have} bytes are kept in {part}: run the same command again "
+                    "to resume"
+                ) from error
             if attempt == attempts:
                 raise DownloadError(
                     f"download of {url} failed ({error}); {have} bytes are kept in {part}: "
@@ -291,13 +321,14 @@ def download(
     return find_root(zip_path)
 
 
-def _fetch(url: str, part: Path) -> None:
+def _fetch(url: str, part: Path, *, deadline: float) -> None:
     have = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": "raybench (python urllib)"}
     if have:
         headers["Range"] = f"bytes={have}-"
+    timeout = max(0.1, min(SOCKET_TIMEOUT_S, deadline - time.monotonic()))
     try:
-        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60)
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
     except urllib.error.HTTPError as error:
         if error.code == 416 and have:  # nothing left to send: the .part may already be whole
             total = re.search(r"/(\d+)", error.headers.get("Content-Range", ""))
@@ -322,17 +353,45 @@ def _fetch(url: str, part: Path) -> None:
         if total is not None and total - have > shutil.disk_usage(part.parent).free:
             raise _disk_error(OSError(errno.ENOSPC, "No space left on device"), part, total)
         print(f"downloading {url} -> {part}" + (f" ({total / 1e6:.0f} MB)" if total else ""), file=sys.stderr)
+        progress = Progress(have, total)
         with _open_part(part, mode, total) as handle:
-            while block := response.read(1 << 20):  # network errors propagate as they are: retried
+            while block := response.read1(1 << 20):  # what has come: a trickle still reaches the deadline check
                 view = memoryview(block)
                 try:
                     while view:
                         view = view[handle.write(view) :]
                 except OSError as error:
                     raise _disk_error(error, part, total) from error
+                progress.add(len(block))
+                if time.monotonic() >= deadline:  # network errors propagate as they are: retried
+                    raise DownloadError(f"the deadline passed after {progress.have} bytes")
     size = part.stat().st_size
     if total is not None and size != total:
         raise DownloadError(f"the connection closed after {size} of {total} bytes")
+
+
+class Progress:
+    """The download's progress, printed on the console every PROGRESS_EVERY_S: bytes, share, speed, time left."""
+
+    def __init__(self, have: int, total: int | None) -> None:
+        self.have, self.total, self.start = have, total, have
+        self.started = self.shown = time.monotonic()
+
+    def add(self, count: int) -> None:
+        self.have += count
+        now = time.monotonic()
+        if now - self.shown < PROGRESS_EVERY_S:
+            return
+        self.shown = now
+        rate = (self.have - self.start) / max(now - self.started, 1e-9)
+        line = f"downloaded {self.have / 1e6:.1f}"
+        if self.total:
+            left = (self.total - self.have) / rate if rate > 0 else float("inf")
+            line += f" of {self.total / 1e6:.1f} MB ({self.have / self.total:.0%})"
+            line += f", {rate / 1e6:.2f} MB/s, about {left:.0f} s left" if left < float("inf") else ""
+        else:
+            line += f" MB, {rate / 1e6:.2f} MB/s"
+        print(line, file=sys.stderr, flush=True)
 
 
 def _open_part(part: Path, mode: str, total: int | None):

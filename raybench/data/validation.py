@@ -26,6 +26,9 @@ class DataWarning(UserWarning):
 # which preprocess scales to 8 bits (65535 -> 255) first: PIL would clip it, and a 16-bit image would come out white.
 RGB_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr"})
 GREY16_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+# A PBC image is about 17 kB and any image that can take the 352x352 crop is far below this: a bigger file is not one
+# of the dataset's images, and is skipped without being read
+MAX_IMAGE_BYTES = 256 * 2**20
 
 
 def is_grey16(img: Image.Image) -> bool:
@@ -47,9 +50,18 @@ def pixel_problem(img: Image.Image) -> str | None:
 def _inspect(path: Path) -> tuple[str, str | None]:
     """(sha256 of the file, None) for a usable image, else (sha256 or "", the reason to skip it)."""
     try:
+        size = path.stat().st_size
+        if size > MAX_IMAGE_BYTES:
+            return "", f"too large for an image ({size / 2**20:.0f} MiB; at most {MAX_IMAGE_BYTES // 2**20} MiB read)"
+        with Image.open(path):  # its header only: a file that is no image is never read whole
+            pass
         content = path.read_bytes()
+    except Image.UnidentifiedImageError:
+        return "", "not an image"
     except OSError as error:
         return "", f"unreadable ({error})"
+    except Exception as error:  # a header PIL recognises but cannot parse
+        return "", f"cannot be decoded ({type(error).__name__}: {error})"
     sha = hashlib.sha256(content).hexdigest()
     try:
         with Image.open(io.BytesIO(content)) as img:
@@ -78,17 +90,47 @@ def scan(root: Path) -> tuple[pd.DataFrame, list[tuple[str, str]], int]:
         if p.is_file()
     ]
     files.sort()
+    seen, labels = len(files), [label for *_, label in files]
+    rows, skipped = [], []
+    bad = unencodable(files)
+    for image in sorted(bad):  # a Parquet string is UTF-8: the manifest could not hold such a name
+        name = printable(image)
+        warnings.warn(f"skipping {root / name}: its name is not valid UTF-8 (rename it)", DataWarning, stacklevel=3)
+        skipped.append((name, "its name is not valid UTF-8 (rename it)"))
+    files = [f for f in files if f[0] not in bad]
+    for folder in other_folders(root):
+        count = sum(1 for p in folder.iterdir() if p.is_file())
+        reason = f"not one of the {len(CLASSES)} classes ({', '.join(CLASSES)}): its {count} file(s) are ignored"
+        name = printable(folder.name)
+        warnings.warn(f"ignoring the folder {root / name}: {reason}", DataWarning, stacklevel=3)
+        skipped.append((f"{name}/", reason))
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(32, os.cpu_count() or 1)) as pool:
         inspected = list(pool.map(_inspect, [p for _, p, _ in files]))
-    rows, skipped = [], []
     for (image, _, label), (sha, problem) in zip(files, inspected, strict=True):
         if problem:
             warnings.warn(f"skipping {root / image}: {problem}", DataWarning, stacklevel=3)
             skipped.append((image, problem))
         else:
             rows.append((image, sha, label, CLASSES[label]))
-    _check_every_class(root, [label for *_, label in files], {label for _, _, label, _ in rows})
-    return pd.DataFrame(rows, columns=["image", "sha256", "label", "class_name"]), skipped, len(files)
+    _check_every_class(root, labels, {label for _, _, label, _ in rows})
+    return pd.DataFrame(rows, columns=["image", "sha256", "label", "class_name"]), skipped, seen
+
+
+def unencodable(files: list[tuple[str, Path, int]]) -> set[str]:
+    """The names (class/file) that the filesystem allows but UTF-8 cannot encode (Python's surrogate escapes)."""
+    return {image for image, _, _ in files if printable(image) != image}
+
+
+def printable(name: str) -> str:
+    """A file name as text: the bytes UTF-8 cannot decode written as \\xNN."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def other_folders(root: Path) -> list[Path]:
+    """The folders beside the class folders that are not classes (hidden ones and macOS's __MACOSX aside)."""
+    return sorted(
+        p for p in root.iterdir() if p.is_dir() and p.name not in CLASSES and not p.name.startswith((".", "__MACOSX"))
+    )
 
 
 def _check_every_class(root: Path, labels: list[int], usable: set[int]) -> None:

@@ -6,10 +6,13 @@ import argparse
 import hashlib
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from raybench.data.cache import DEFAULT_CACHE_DIR
 from raybench.report import conclusions
@@ -30,15 +33,41 @@ OWN_FILES = ("report.md", "report.html", "figures", "tables", MARKER)  # all a n
 
 
 def check_out(out: Path) -> None:
-    """Refuse to write into a folder that is neither empty nor an earlier report (its marker file)."""
+    """Refuse to write into a folder that is neither empty nor an earlier report (its marker file), or that cannot be
+    written (a file on its path, a read-only folder or mount)."""
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).is_file())):
         raise ValueError(f"{out} exists and is not a raybench report folder (no {MARKER} in it); choose another --out")
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"cannot write the report to {out}: {existing} is a file; choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):  # access(2) also says so of a read-only mount, even to root
+        raise ValueError(f"cannot write the report to {out}: {existing} is not writable; choose another --out")
+
+
+def damaged_file(folder: Path) -> Path | None:
+    """The first Parquet file of a results folder that cannot be read whole, if any."""
+    for path in [*sorted(folder.glob("*.parquet")), *sorted(folder.glob("parts/*.parquet"))]:
+        try:
+            pq.read_table(path)
+        except (OSError, pa.ArrowException):
+            return path
+    return None
 
 
 def write_report(report: Report, out: str | Path, *, dpi: int = 110) -> Path:
-    """Write report.md, report.html, figures/*.png and tables/*.csv into `out`, replacing an earlier report there."""
+    """Write report.md, report.html, figures/*.png and tables/*.csv into `out`, replacing an earlier report there;
+    a write that fails (a full disk, a folder made read-only meanwhile) is a ValueError naming the folder."""
     out = Path(out)
     check_out(out)
+    try:
+        return _write(report, out, dpi=dpi)
+    except OSError as error:
+        shutil.rmtree(out.with_name(f".{out.name}.tmp"), ignore_errors=True)
+        reason = error.strerror or error
+        raise ValueError(f"cannot write the report to {out} ({reason}); free space or choose another --out") from None
+
+
+def _write(report: Report, out: Path, *, dpi: int) -> Path:
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "figures").mkdir(parents=True)
@@ -77,6 +106,13 @@ def claim_files(results: Results, asked: list[str]) -> list[str]:
     return files
 
 
+def refuse(parser: argparse.ArgumentParser, error: Exception) -> int:
+    """One line, without argparse's usage before it (which would push it out of sight), and exit code 2."""
+    line = str(error).splitlines()[0] if str(error) else type(error).__name__
+    print(f"{parser.prog}: error: {line}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m raybench.report", description=DESCRIPTION)
     parser.add_argument("results", help="a results folder (results/<name>, or the --out of python -m raybench.train)")
@@ -111,11 +147,21 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     out = Path(args.out) if args.out else Path(args.results) / "report"
     try:
-        results, thesis = select(read_results(args.results), read_thesis(), models=args.models, tiers=args.tiers)
+        try:
+            read = read_results(args.results)
+        except (OSError, pa.ArrowException) as error:  # a file cut or overwritten past what `readable` checks
+            damaged, cause = damaged_file(Path(args.results)), f"{type(error).__name__}: {error}".splitlines()[0]
+            if damaged is None:
+                raise ValueError(f"cannot read the results in {args.results} ({cause})") from None
+            raise ValueError(
+                f"{damaged} is damaged ({cause}): restore it from a copy, or delete it "
+                "(the report then reads parts/ where it can)"
+            ) from None
+        results, thesis = select(read, read_thesis(), models=args.models, tiers=args.tiers)
         check_out(out)
         claims = conclusions.CLAIMS + tuple(c for path in claim_files(results, args.claims) for c in load_claims(path))
     except ValueError as error:
-        parser.error(str(error))
+        return refuse(parser, error)
     chosen = (("models", args.models), ("tiers", args.tiers))
     filters = "; ".join(f"{name}: {' '.join(values)}" for name, values in chosen if values)
     filters = f" (filtered to {filters})" if filters else ""
@@ -128,7 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         claims=claims,
         cache_dir=args.cache,
     )
-    write_report(report, out)
+    try:
+        write_report(report, out)
+    except ValueError as error:
+        return refuse(parser, error)
     seconds = time.perf_counter() - started
     print(f"{len(report.tables)} tables, {len(report.plots)} figures in {seconds:.1f}s -> {out / 'report.html'}")
     return 0

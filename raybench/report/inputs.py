@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from raybench import catalog, metrics, provenance
-from raybench.results import decode_classes, read_plan, read_table
+from raybench.results import decode_classes, read_manifest, read_plan, read_table
 
 KEYS = ["model", "tier", "pretrained"]  # what makes a configuration
 ARCHITECTURE_OF = {name: config.architecture for name, config in catalog.CONFIGURATIONS.items()}
@@ -59,7 +59,7 @@ def read_results(folder: str | Path) -> Results:
     trials = with_collapse(trials)
     if plan is not None:
         plan = plan.assign(pretrained=plan["pretrained"].astype(bool))
-    manifest = pd.read_parquet(folder / "manifest.parquet") if (folder / "manifest.parquet").is_file() else None
+    manifest = read_manifest(folder)  # None when damaged: a run writes it again, and figure 4.1 does without it
     return Results(
         folder.name,
         *(trials, epochs, predictions, plan, classes),

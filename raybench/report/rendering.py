@@ -38,38 +38,49 @@ def contents(report: Report) -> list[tuple[Heading, str, list[tuple[Heading, str
     return toc
 
 
+# what Markdown would take for raw HTML (a tag, a comment, a declaration) or an entity; "p < 0.05" and "a > b" are text
+MARKUP = re.compile(r"<(?=[A-Za-z/!?])|&(?=#?\w+;)")
+
+
+def _md(text) -> str:
+    """Text for report.md with no raw HTML, as report.html escapes it: a Markdown viewer renders raw HTML, so a name
+    holding `<script>` would run (escaped in code spans too, where it shows as `&lt;`: safe whatever the backticks)."""
+    return MARKUP.sub(lambda m: {"<": "&lt;", "&": "&amp;"}[m.group()], str(text))
+
+
 def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return _md(text).replace("|", "\\|").replace("\n", " ")
 
 
 def render_markdown(report: Report) -> str:
     """The report as Markdown (report.md), linking figures/<key>.png and tables/<key>.csv."""
-    lines = [f"# {report.title}", ""]
+    lines = [f"# {_md(report.title)}", ""]
     toc = contents(report)
     if toc:
         lines.append("**Contents**")
         lines.append("")
         for heading, name, subsections in toc:
-            lines.append(f"- [{heading.text}](#{name})")
+            lines.append(f"- [{_md(heading.text)}](#{name})")
             if subsections:
-                lines.append("  - " + " · ".join(f"[{h.text}](#{n})" for h, n in subsections))
+                lines.append("  - " + " · ".join(f"[{_md(h.text)}](#{n})" for h, n in subsections))
         lines.append("")
     for block in report.blocks:
         if isinstance(block, Heading):
-            lines += ["#" * block.level + " " + block.text, ""]
+            lines += ["#" * block.level + " " + _md(block.text), ""]
         elif isinstance(block, Paragraph):
-            lines += [block.text, ""]
+            lines += [_md(block.text), ""]
         elif isinstance(block, Bullets):
-            lines += [f"- {item}" for item in block.items] + [""]
+            lines += [f"- {_md(item)}" for item in block.items] + [""]
         elif isinstance(block, Table):
-            lines += [f"**{block.title}** ([CSV](tables/{block.key}.csv))", ""]
+            lines += [f"**{_md(block.title)}** ([CSV](tables/{block.key}.csv))", ""]
             lines.append("| " + " | ".join(map(_md_cell, block.headers)) + " |")
             lines.append("|" + "|".join("---" for _ in block.headers) + "|")
             lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in block.rows]
-            lines += ["", f"_{block.note}_" if block.note else "", ""]
+            lines += ["", f"_{_md(block.note)}_" if block.note else "", ""]
         elif isinstance(block, Plot):
             data = f" ([data](tables/{block.key}.csv))" if block.data is not None else ""
-            lines += [f"![{block.caption}](figures/{block.key}.png)", "", f"_{block.caption}_{data}", ""]
+            caption = _md(block.caption)
+            lines += [f"![{caption}](figures/{block.key}.png)", "", f"_{caption}_{data}", ""]
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pandas as pd
 
 from raybench import data as pbc
 from raybench import grid as grids
-from raybench import models, mps, resources, results, spec
+from raybench import models, mps, provenance, resources, results, spec
 from raybench.service import driver, dry_run, interrupt, lock, preflight, trainable
 from raybench.service.driver import Setup, plan_rows
 
@@ -117,7 +118,17 @@ def fault_drills(grid: grids.Grid, items: list[str]) -> dict[str, trainable.Faul
         if not sep:
             raise ValueError(f"--inject-failure expects REGEX=once:N or REGEX=always:N, got {item!r}")
         drill = trainable.FaultDrill.parse(text)
-        drills.update({t.trial_id: drill for t in grid.select(pattern).trials})
+        try:
+            regex = re.compile(pattern)
+        except re.error as error:
+            raise ValueError(f"--inject-failure {pattern!r} is not a valid regular expression ({error})") from None
+        chosen = [t.trial_id for t in grid.trials if regex.search(t.trial_id)]
+        if not chosen:
+            raise ValueError(
+                f"--inject-failure {pattern!r} matches no trial of this run; "
+                f"trial names look like {grid.trials[0].trial_id!r}"
+            )
+        drills.update(dict.fromkeys(chosen, drill))
     return drills
 
 
@@ -132,8 +143,11 @@ def check_arguments(args: argparse.Namespace) -> None:
         ("--gpu-memory-gb", args.gpu_memory_gb, 0.01),
     )
     for flag, value, least in checks:
-        if value is not None and not (math.isfinite(value) and value >= least):
-            raise ValueError(f"{flag} must be a finite number of at least {least:g}, got {value:g}")
+        if value is not None and not (math.isfinite(value) and least <= value <= spec.INT_MAX):
+            raise ValueError(
+                f"{flag} must be a finite number of at least {least:g} and at most {spec.INT_MAX} (2**63-1), "
+                f"got {value:g}"
+            )
 
 
 DATA_OPTIONS = ("split_seed", "split_rule", "dedupe")  # the data is prepared once per run: every trial shares these
@@ -168,7 +182,7 @@ def set_up(args: argparse.Namespace) -> Setup:
                 f"one run draws one set of tiers and splits, but the grid asks for {option} "
                 f"{sorted(values, key=str)}: run them separately"
             )
-    name = args.name or grid.name
+    name = spec.check_name("--name", args.name, pattern=spec.RUN_NAME) if args.name is not None else grid.name
     gpu_gb = args.gpu_memory_gb or resources.local_gpu_memory_gb()
     out = Path(args.results).expanduser().resolve() / name  # "~/results" on a cluster is the head node's home
     return Setup(grid, name, out, gpu_gb, fault_drills(grid, args.inject_failure), grid_file=args.grid)
@@ -190,14 +204,32 @@ def check_resume(setup: Setup, *, resume: bool) -> None:
         raise ValueError(f"{out} already holds results of a run: add --resume to continue it, or choose another --name")
     before = results.read_plan(out) if resume else None
     if before is not None:
+        check_plan_format(out, before)
         now = [(c["trial_id"], c["options"]) for c in (t.columns() for t in setup.grid.trials)]
-        if "options" not in before or sorted(zip(before.trial_id, before.options, strict=True)) != sorted(now):
+        if sorted(zip(before.trial_id, before.options, strict=True)) != sorted(now):
             raise ValueError(
                 f"--resume: the trials or their options differ from those of the run in {out}; resume "
                 "with the same grid, --only and --set, or start a new run with another --name"
             )
     if resume:
         check_trained_options(setup)
+
+
+PLAN_IDENTITY = ("trial_id", "options")  # what --resume compares a plan by
+
+
+def check_plan_format(out: Path, plan: pd.DataFrame) -> None:
+    """A plan without the columns --resume compares was written by an older raybench: its trials and options cannot
+    be compared, so say that, not that they differ."""
+    missing = [column for column in PLAN_IDENTITY if column not in plan]
+    if missing:
+        runs = provenance.read_runs(out)
+        version = (runs[0].get("versions") or {}).get("raybench") if runs else None
+        raise ValueError(
+            f"--resume: this run was planned by an older raybench{f' ({version})' if version else ''}: its "
+            f"plan.parquet lacks {', '.join(missing)}, so this raybench cannot check that it is the same trials and "
+            "options; finish it with the raybench that started it, or start a new run with another --name"
+        )
 
 
 def check_trained_options(setup: Setup) -> None:

@@ -110,9 +110,15 @@ def check_placeable(plan: pd.DataFrame) -> None:
             )
 
 
+def storage_path(storage: str, *parts: str) -> str:
+    """STORAGE/PART/...: the parts joined to the path, before a URI's ?query (s3://b/x?endpoint_override=...)."""
+    base, mark, query = storage.partition("?") if "://" in storage else (storage, "", "")
+    return "/".join([base.rstrip("/"), *parts]) + mark + query
+
+
 def mirror_uri(storage: str | None, name: str) -> str | None:
     """Where the consolidated results are copied with --storage: STORAGE/NAME/results."""
-    return f"{storage.rstrip('/')}/{name}/results" if storage else None
+    return storage_path(storage, name, "results") if storage else None
 
 
 def param_space(trials: list[spec.Trial]) -> dict:
@@ -215,7 +221,7 @@ def build_tuner(
         verbose=None if options.verbose else 0,
         log_to_file=True,  # each trial's stdout and stderr, in its folder under the storage
     )
-    experiment = f"{ray_storage.rstrip('/')}/{name}"
+    experiment = storage_path(ray_storage, name)
     if options.resume and tune.Tuner.can_restore(experiment):
         print(f"resuming {experiment}", flush=True)
         return tune.Tuner.restore(experiment, trainable=fn, resume_unfinished=True, resume_errored=True)
