@@ -60,7 +60,7 @@ def test_a_bad_grid_file_is_one_line(tmp_path, capsys, text, message):
         (["--num-cpus", "0"], "--num-cpus must be"),
         (["--checkpoint-every", "inf"], "--checkpoint-every must be a finite number"),
         (["--checkpoint-every", "nan"], "--checkpoint-every must be a finite number"),
-        (["--inject-failure", "lenet5=sometimes:2"], "a fault drill is 'once:N', 'always:N' or 'oom:N'"),
+        (["--inject-failure", "lenet5=sometimes:2"], "a fault drill is 'once:N', 'always:N', 'oom:N' or 'kill:N'"),
     ],
 )
 def test_bad_options_are_one_line(tmp_path, capsys, args, message):
