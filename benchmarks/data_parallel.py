@@ -121,7 +121,12 @@ def main() -> None:
         *markdown(table),
         "",
         "The 2-worker trials' losses differ from one process's only in the order of the sums (BatchNorm's "
-        "statistics over the global batch, gradients averaged by DistributedDataParallel).",
+        "statistics over the global batch, gradients averaged by DistributedDataParallel) where training is "
+        "stable (LeNet-5). ResNet-18 at the thesis's rate 0.1 on batches of 10 at 32 px is chaotic: rounding grows "
+        "about tenfold a step (in float64 a 2-worker run is 5e-15 from one process after the first step and 1e-8 "
+        "after seven, `tests/test_data_parallel.py::test_in_float64_two_workers_are_one_process_to_rounding_through_"
+        "resnet_batchnorm_and_residuals`), so in float32 its two runs part within the first epoch and end as two "
+        "draws of the same training, not the same numbers.",
         "",
     ]
     RESULTS.write_text("\n".join(lines))
