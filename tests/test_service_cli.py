@@ -3,21 +3,13 @@
 from pathlib import Path
 
 import pytest
+from conftest import refused
 
 from raybench import run
 from raybench.service import driver
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = str(ROOT / "grids" / "quickstart.py")
-
-
-def refused(argv, capsys) -> str:
-    with pytest.raises(SystemExit) as exit_:
-        run.main(argv)
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return err.strip().splitlines()[-1]
 
 
 @pytest.mark.parametrize(
