@@ -72,6 +72,7 @@ def drive(
             "cache_dir": cache_dir,
             "checkpoint_every": checkpoint_every,
             "drill": drill,
+            "gpu": gpu,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=trial.config.workers, use_gpu=gpu, resources_per_worker=worker_resources(cpus=cpus, gpu=gpu)
@@ -107,7 +108,7 @@ def work(config: dict) -> None:
     trial, drill = config["trial"], config["drill"]
     group = distributed.Group.current()
     data = TrialData(config["prepared"], Path(config["cache_dir"] or default_cache_dir()))
-    device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
+    device = ray.train.torch.get_device() if config["gpu"] else torch.device("cpu")  # the GPU Ray Train gave it
     if device.type == "cuda":
         torch.cuda.set_device(device)
     state, damage = trainable.restore_state(ray.train.get_checkpoint())
