@@ -14,14 +14,16 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from raybench.report.figures import BELOW, _clip_spikes, _figure, place_labels
+from raybench.report.figures import _figure
 from raybench.report.formatting import config_label
 from raybench.report.inputs import model_rank, tier_rank
 from raybench.report.statistics import seed_band
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 CHANCE = 1 / 8
-LOG_SPAN = 100.0  # a panel whose losses span more than this factor is drawn on a log axis (cf. thesis fig. 5.13)
+# a panel whose losses span more than this factor is drawn on a log axis (cf. thesis fig. 5.13): a linear one would
+# squash every epoch after a first-epoch spike or a divergence into its bottom tenth
+LOG_SPAN = 20.0
 
 
 def panels(comparison: pd.DataFrame, architecture: str) -> list[tuple[str, bool, pd.DataFrame]]:
@@ -98,7 +100,8 @@ def accuracy_curves(epochs: pd.DataFrame, comparison: pd.DataFrame, architecture
 def loss_curves(epochs: pd.DataFrame, comparison: pd.DataFrame, architecture: str) -> tuple[Figure, pd.DataFrame]:
     """Train (solid) and validation (dashed) loss per epoch of every configuration of `architecture`, a panel per
     tier, the mean over its finished seeds; a panel whose losses span more than LOG_SPAN is on a log axis, the others
-    linear with spikes cut at the top edge. Returns the figure and, per panel, its axis ("log" or "linear")."""
+    linear (a smooth first descent is the curve's shape, not a spike to cut off). Returns the figure and, per panel,
+    its axis ("log" or "linear")."""
     groups = panels(comparison, architecture)
     fig, axes = _grid(len(groups))
     fig.suptitle(f"{architecture}: train (solid) and validation (dashed) loss per epoch", fontsize=11)
@@ -120,11 +123,8 @@ def loss_curves(epochs: pd.DataFrame, comparison: pd.DataFrame, architecture: st
         finite = np.concatenate(values) if values else np.array([])
         finite = finite[np.isfinite(finite) & (finite > 0)]
         log = len(finite) > 1 and finite.max() / finite.min() > LOG_SPAN
-        cuts = []
         if log:
             ax.set_yscale("log")
-        else:
-            cuts = _clip_spikes(ax)
         scales.append({"tier": tier, "pretrained": pretrained, "axis": "log" if log else "linear"})
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(_panel_title(tier, pretrained) + (" (log axis)" if log else ""), fontsize=9)
@@ -132,8 +132,6 @@ def loss_curves(epochs: pd.DataFrame, comparison: pd.DataFrame, architecture: st
         ax.set_ylabel("loss", fontsize=8)
         ax.grid(alpha=0.3, which="both" if log else "major")
         ax.legend(fontsize=7, frameon=False, loc="best")
-        if cuts:  # each cut-off value below its triangle on the top edge
-            place_labels(ax, sorted(cuts, key=lambda c: (c[0], -float(c[2]))), candidates=BELOW, leader=None)
     return fig, pd.DataFrame(scales, columns=["tier", "pretrained", "axis"])
 
 

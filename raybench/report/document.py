@@ -340,9 +340,9 @@ def _architecture_curves(ctx: Context, arch: str) -> list[Block]:
     logs = [f"{r.tier}{' pretrained' if r.pretrained else ''}" for r in scales.itertuples() if r.axis == "log"]
     axis = (
         f"log axis where the losses span more than ×{curves.LOG_SPAN:g} (as fig. 5.13: {', '.join(logs)}), the others "
-        "linear with spikes cut at the top edge, their values written"
+        "linear"
         if logs
-        else "linear axes, spikes cut at the top edge, their values written"
+        else f"linear axes (no panel's losses span more than ×{curves.LOG_SPAN:g})"
     )
     blocks.append(
         Plot(
