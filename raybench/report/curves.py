@@ -92,7 +92,8 @@ def accuracy_curves(epochs: pd.DataFrame, comparison: pd.DataFrame, architecture
         ax.set_xlabel("epoch", fontsize=8)
         ax.set_ylabel("validation accuracy", fontsize=8)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, frameon=False, loc="best")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, frameon=False, loc="best")
     data = pd.concat(drawn, ignore_index=True) if drawn else epochs.iloc[:0]
     return fig, data[["trial_id", "epoch", "val_accuracy", "improved"]]
 
@@ -131,7 +132,8 @@ def loss_curves(epochs: pd.DataFrame, comparison: pd.DataFrame, architecture: st
         ax.set_xlabel("epoch", fontsize=8)
         ax.set_ylabel("loss", fontsize=8)
         ax.grid(alpha=0.3, which="both" if log else "major")
-        ax.legend(fontsize=7, frameon=False, loc="best")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, frameon=False, loc="best")
     return fig, pd.DataFrame(scales, columns=["tier", "pretrained", "axis"])
 
 
