@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 
 from raybench import catalog
 from raybench.data.cache import DEFAULT_CACHE_DIR, cached_images
+from raybench.report import confusions, curves
 from raybench.report.comparison import (
     best_per_architecture,
     compare_with_thesis,
@@ -41,6 +42,7 @@ from raybench.report.figures import (
     curve_figure,
     heatmap_figure,
     map_figure,
+    original_figure,
     preprocessed_figure,
     ratio_figure,
     scatter_points,
@@ -48,6 +50,7 @@ from raybench.report.figures import (
     speed_scatter,
 )
 from raybench.report.inputs import Results, Thesis
+from raybench.report.raw_images import data_sources, original_images
 from raybench.report.summary import METHOD_NOTES, not_run_line, settings_notes, summary, unstable_trials
 from raybench.report.tables import (
     ARCHITECTURE_TABLES,
@@ -271,7 +274,8 @@ def _tiers(ctx: Context) -> list[Block]:
 
 
 def _architectures(ctx: Context) -> list[Block]:
-    """Tables 5.9-5.14 and each architecture's accuracy and epoch time against the training-set size."""
+    """Tables 5.9-5.14, each architecture's accuracy and epoch time against the training-set size, its validation
+    accuracy and loss curves per tier, and the confusion-matrix sets of ViT (fig. 5.24) and ConvNeXt (fig. 5.29)."""
     comparison, thesis = ctx.comparison, ctx.thesis
     blocks: list[Block] = [Heading(2, "By architecture")]
     ordered = [*ARCHITECTURE_TABLES, *(a for a in catalog.ARCHITECTURES if a not in ARCHITECTURE_TABLES)]
@@ -282,22 +286,24 @@ def _architectures(ctx: Context) -> list[Block]:
             continue
         blocks += [Heading(3, arch), architecture_table(comparison, arch)]
         sizes = pd.to_numeric(scratch[scratch.seeds_ok > 0].n_train, errors="coerce").nunique()
+        name = arch.lower()
         if sizes < 2:  # one training-set size of ours: nothing to draw against the size
             one_size.append(arch)
-            continue
-        name = arch.lower()
-        caption = (
-            f"{arch}: test accuracy against the number of training images (cf. thesis figs. 5.17-5.26); "
-            "ours solid with 95% t-interval bars, the thesis's dashed with hollow markers."
-        )
-        blocks.append(Plot(f"training_size_{name}", caption, size_figure(comparison, thesis, arch)))
-        caption = (
-            f"{arch}: seconds per epoch against the number of training images (the times of table "
-            f"{ARCHITECTURE_TABLES.get(arch, '5.9-5.14')}); ours solid, the thesis's dashed "
-            f"({catalog.THESIS_DEVICE}); log axis."
-        )
-        figure = size_figure(comparison, thesis, arch, value="seconds_per_epoch")
-        blocks.append(Plot(f"epoch_time_{name}", caption, figure))
+        else:
+            caption = (
+                f"{arch}: test accuracy against the number of training images (cf. thesis figs. 5.17-5.26); "
+                "ours solid with 95% t-interval bars, the thesis's dashed with hollow markers."
+            )
+            blocks.append(Plot(f"training_size_{name}", caption, size_figure(comparison, thesis, arch)))
+            caption = (
+                f"{arch}: seconds per epoch against the number of training images (the times of table "
+                f"{ARCHITECTURE_TABLES.get(arch, '5.9-5.14')}); ours solid, the thesis's dashed "
+                f"({catalog.THESIS_DEVICE}); log axis."
+            )
+            figure = size_figure(comparison, thesis, arch, value="seconds_per_epoch")
+            blocks.append(Plot(f"epoch_time_{name}", caption, figure))
+        blocks += _architecture_curves(ctx, arch)
+        blocks += _architecture_matrices(ctx, arch)
     if one_size:
         blocks.insert(
             1,
@@ -307,6 +313,101 @@ def _architectures(ctx: Context) -> list[Block]:
             ),
         )
     return blocks
+
+
+NO_THESIS_CURVES = "the thesis publishes its curves as pictures only, so only ours are drawn"
+
+
+def _architecture_curves(ctx: Context, arch: str) -> list[Block]:
+    """Validation accuracy of every trial and loss of every configuration per epoch, a panel per tier (cf. thesis
+    figs. 5.7, 5.15, 5.19, 5.20, 5.22, 5.27 and 5.10, 5.11, 5.13, 5.16, 5.18, 5.28)."""
+    epochs = ctx.results.epochs
+    if not curves.panels(ctx.comparison, arch):
+        return []
+    name = arch.lower()
+    figure, data = curves.accuracy_curves(epochs, ctx.comparison, arch)
+    blocks: list[Block] = [
+        Plot(
+            f"val_accuracy_{name}",
+            f"{arch}: validation accuracy per epoch of every finished trial, a panel per tier (cf. thesis figs. 5.7, "
+            "5.15, 5.19, 5.20, 5.22, 5.27); a colour per configuration, a line per seed, dots on the tested epoch, "
+            f"dotted: chance (1/8); {NO_THESIS_CURVES}.",
+            figure,
+            data,
+        )
+    ]
+    figure, scales = curves.loss_curves(epochs, ctx.comparison, arch)
+    logs = [f"{r.tier}{' pretrained' if r.pretrained else ''}" for r in scales.itertuples() if r.axis == "log"]
+    axis = (
+        f"log axis where the losses span more than ×{curves.LOG_SPAN:g} (as fig. 5.13: {', '.join(logs)}), the others "
+        "linear"
+        if logs
+        else f"linear axes (no panel's losses span more than ×{curves.LOG_SPAN:g})"
+    )
+    blocks.append(
+        Plot(
+            f"loss_{name}",
+            f"{arch}: train (solid) and validation (dashed) loss per epoch of every configuration, a panel per tier "
+            f"(cf. thesis figs. 5.10, 5.11, 5.13, 5.16, 5.18, 5.28), the mean over finished seeds; {axis}; "
+            f"{NO_THESIS_CURVES}.",
+            figure,
+            curves.loss_data(epochs, ctx.comparison, arch),
+        )
+    )
+    return blocks
+
+
+def _architecture_matrices(ctx: Context, arch: str) -> list[Block]:
+    """Fig. 5.24 (ViT's mean normalised confusion matrix per tier) and fig. 5.29 (ConvNeXt's across the tiers)."""
+    trials, classes = ctx.results.trials, ctx.results.classes
+    if arch == "ViT":
+        found = confusions.mean_normalised_set(ctx.comparison, trials, arch, classes)
+        key, caption = (
+            "figure_5.24_confusion_vit_mean",
+            "Figure 5.24: ViT's mean normalised confusion matrix, per tier the mean over every finished ViT trial "
+            "(all its configurations and seeds) of the matrix divided by each true class's images; numbers = "
+            "shares",
+        )
+        title = "ViT: mean normalised confusion matrix per tier"
+    elif arch == "ConvNeXt":
+        found = confusions.across_tiers_set(ctx.comparison, trials, ctx.thesis, arch, classes)
+        key, caption = (
+            "figure_5.29_confusion_convnext_tiers",
+            "Figure 5.29: ConvNeXt across the tiers, the confusion matrix of each tier's best ConvNeXt configuration "
+            "from scratch (seeds summed; colour = share of the true class, numbers = images), the thesis's best of "
+            "the tier named",
+        )
+        title = "ConvNeXt across the tiers"
+    else:
+        return []
+    missing = confusions.not_in_run_text(found.not_in_run)
+    if not found.panels:
+        return [Paragraph(f"{caption.split(':')[0]} not drawn: no finished trial for it.{missing}")]
+    caption += f"; the thesis publishes no matrices as data, so only ours are drawn.{missing}"
+    return [Plot(key, caption, confusions.matrix_figure(found.panels, classes, title=title), found.data)]
+
+
+def _identical_accuracy(ctx: Context) -> list[Block]:
+    """Fig. 5.9: the configurations the thesis gives the same accuracy in one tier, ours side by side."""
+    found = confusions.identical_accuracy_set(ctx.comparison, ctx.results.trials, ctx.thesis, ctx.results.classes)
+    groups = confusions.tie_groups(ctx.thesis)
+    listed = "; ".join(
+        f"{tier}{' pretrained' if p else ''} {acc:.3f}: {', '.join(models)}" for tier, p, acc, models in groups
+    )
+    text = (
+        f"The thesis's tables give the same test accuracy to several configurations of one tier ({listed}); the "
+        "same accuracy need not be the same predictions. The thesis publishes no matrices as data: only ours are "
+        f"drawn.{confusions.not_in_run_text(found.not_in_run)}"
+    )
+    blocks: list[Block] = [Heading(2, "Configurations with the same accuracy in the thesis (figure 5.9)")]
+    if not found.panels:
+        return [*blocks, Paragraph(text + " None of them is in this run: no figure.")]
+    figure = confusions.matrix_figure(found.panels, ctx.results.classes, title="Same accuracy in the thesis")
+    caption = (
+        "Figure 5.9: our confusion matrices of the configurations the thesis gives one accuracy, a row per group "
+        "(seeds summed; colour = share of the true class, numbers = images)"
+    )
+    return [*blocks, Paragraph(text), Plot("figure_5.9_identical_accuracy", caption, figure, found.data)]
 
 
 def _no_baseline(ctx: Context) -> list[Block]:
@@ -386,10 +487,11 @@ def _method(ctx: Context) -> list[Block]:
 
 
 def _data_figures(ctx: Context) -> list[Block]:
-    """Figures 4.1 (images per class) and 4.3 (one image per class as the networks saw it, from the cache)."""
+    """Figures 4.1 (images per class), 4.2 (one original image per class) and 4.3 (the same images as the networks
+    saw them, from the cache)."""
     manifest = ctx.everything.manifest
     if manifest is None or manifest.empty:
-        return [Paragraph("Figures 4.1 and 4.3 not drawn: the folder has no manifest.parquet.")]
+        return [Paragraph("Figures 4.1, 4.2 and 4.3 not drawn: the folder has no manifest.parquet.")]
     classes = list(ctx.everything.classes) or list(catalog.CLASSES)
     figure, data = class_distribution_figure(manifest, classes)
     blocks: list[Block] = [
@@ -404,6 +506,11 @@ def _data_figures(ctx: Context) -> list[Block]:
     sizes = pd.to_numeric(ctx.everything.trials.get("image_size", pd.Series(dtype=float)), errors="coerce").dropna()
     size = int(sizes.mode().iloc[0]) if len(sizes) else catalog.CROP
     images, block, path = cached_images(manifest, split="train", image_size=size, cache_dir=ctx.cache_dir)
+    # the first training image of each class (in the cache's order), for figures 4.2 and 4.3
+    positions = block.reset_index(drop=True).groupby("class_name", sort=False).head(1)  # index: the cache row
+    order = [c for c in classes if c in set(positions.class_name)]
+    rows = positions.index[positions.set_index("class_name").index.get_indexer(order)]
+    blocks += _original_figure(ctx, block.reset_index(drop=True).loc[rows], order)
     if images is None:
         blocks.append(
             Paragraph(
@@ -412,10 +519,6 @@ def _data_figures(ctx: Context) -> list[Block]:
             )
         )
         return blocks
-    positions = block.reset_index(drop=True).groupby("class_name", sort=False).head(1)  # index: the cache row
-    order = [c for c in classes if c in set(positions.class_name)]
-    chosen = positions.set_index("class_name").index.get_indexer(order)
-    rows = positions.index[chosen]
     blocks.append(
         Plot(
             "figure_4.3_preprocessed",
@@ -429,6 +532,31 @@ def _data_figures(ctx: Context) -> list[Block]:
     return blocks
 
 
+def _original_figure(ctx: Context, rows: pd.DataFrame, order: list[str]) -> list[Block]:
+    """Figure 4.2 from the original files, where this machine has them (the same content as the manifest's)."""
+    originals, source = original_images(rows, ctx.everything.runs)
+    found = [(image, name) for image, name in zip(originals, order, strict=True) if image is not None]
+    if not found:
+        places = ", ".join(f"`{p}`" for p in data_sources(ctx.everything.runs))
+        return [
+            Paragraph(
+                f"Figure 4.2 not drawn: the original images of figure 4.3 are not in {places} (the data the run "
+                "read, as run.json names it, and the embedded sample), or not with the content the manifest hashed."
+            )
+        ]
+    lacking = [name for image, name in zip(originals, order, strict=True) if image is None]
+    return [
+        Plot(
+            "figure_4.2_original",
+            "Figure 4.2: the images of figure 4.3 as the dataset stores them (RGB, full size; read from "
+            f"`{source}`, each checked against the manifest's sha256); dashed: the 352x352 centre crop that "
+            "preprocessing keeps" + (f"; not found: {', '.join(lacking)}" if lacking else ""),
+            original_figure([image for image, _ in found], [name for _, name in found]),
+            rows.assign(found=[image is not None for image in originals])[["image", "sha256", "class_name", "found"]],
+        )
+    ]
+
+
 Section = Callable[[Context], list[Block]]
 # the document, in order; a run with no baseline trial of the thesis's models has nothing to compare with chapter 5
 SECTIONS: tuple[Section, ...] = (
@@ -438,6 +566,7 @@ SECTIONS: tuple[Section, ...] = (
     _overview,
     _unstable,
     _tiers,
+    _identical_accuracy,
     _architectures,
     _conclusions,
     _effects,
@@ -622,7 +751,8 @@ def _group_section(
         Plot(
             f"confusion_{slug}",
             f"Confusion matrices of the best configuration of each architecture, {where} "
-            "(cf. thesis figs. 5.2, 5.5, 5.8); colour = share of the true class, numbers = images.",
+            f"(cf. thesis figs. 5.2, 5.5, 5.8{TINY_CONFUSION if tier == 'tiny' else ''}); colour = share "
+            "of the true class, numbers = images.",
             confusion_figure(best, results.trials, results.classes, title=f"Confusion matrices, {where}"),
         ),
         Plot(
@@ -659,6 +789,9 @@ def _group_section(
             )
         )
     return blocks
+
+
+TINY_CONFUSION = " and 5.12, the tiny tier's"
 
 
 def is_flat(epochs: pd.DataFrame, value: str) -> bool:

@@ -10,6 +10,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
 from matplotlib.transforms import Bbox
@@ -565,4 +566,23 @@ def preprocessed_figure(images: Sequence[np.ndarray], labels: Sequence[str], *, 
     for ax, image, label in zip(axes, images, labels, strict=False):
         ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         ax.set_title(f"{label} ({image_size} px)", fontsize=9)
+    return fig
+
+
+def original_figure(images: Sequence[np.ndarray], labels: Sequence[str]) -> Figure:
+    """Fig. 4.2: one image per class as the dataset stores it (RGB, full size), the 352x352 centre crop that
+    preprocessing keeps outlined (dashed)."""
+    cols = min(4, len(images))
+    rows = math.ceil(len(images) / cols)
+    fig = _figure(2.3 * cols, 2.5 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, image, label in zip(axes, images, labels, strict=False):
+        height, width = image.shape[:2]
+        ax.imshow(image, interpolation="nearest")
+        top, left = round((height - catalog.CROP) / 2.0), round((width - catalog.CROP) / 2.0)  # as centre_crop
+        ax.add_patch(Rectangle((left - 0.5, top - 0.5), catalog.CROP, catalog.CROP, fill=False, edgecolor="white",
+                               linestyle="--", linewidth=0.8))  # fmt: skip
+        ax.set_title(f"{label} ({width}x{height})", fontsize=9)
     return fig
