@@ -576,27 +576,11 @@ SECTIONS: tuple[Section, ...] = (
 SECTIONS_WITHOUT_BASELINE: tuple[Section, ...] = (_no_baseline, _environment, _unstable, _effects, _all_trials, _method)
 
 
-def build_report(
-    results: Results,
-    thesis: Thesis,
-    *,
-    tiers: Sequence[str] = (),
-    filters: str = "",
-    all_configurations: bool = False,
-    claims: tuple = CLAIMS,
-    cache_dir: str | Path = DEFAULT_CACHE_DIR,
-) -> Report:
-    """The whole document: its sections in order, each a function of the same context. The thesis's configurations
-    that this run neither ran nor planned are left out, unless `all_configurations` (then listed as missing)."""
-    ctx = context(
-        results,
-        thesis,
-        tiers=tiers,
-        filters=filters,
-        all_configurations=all_configurations,
-        claims=claims,
-        cache_dir=cache_dir,
-    )
+def build_report(results: Results, thesis: Thesis, **asked) -> Report:
+    """The whole document: its sections in order, each a function of the same context (`asked`: how the report
+    was asked for, `context`'s options). The thesis's configurations that this run neither ran nor planned are left
+    out, unless `all_configurations` (then listed as missing)."""
+    ctx = context(results, thesis, **asked)
     sections = SECTIONS if len(ctx.trials) else SECTIONS_WITHOUT_BASELINE
     return Report(f"raybench report: {ctx.results.name}", [block for section in sections for block in section(ctx)])
 
