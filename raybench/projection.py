@@ -174,11 +174,15 @@ def measure_cost(trial: Trial, device: torch.device) -> Cost:
         loop.evaluate(model, data.batches(size), precision=config.precision)
 
     # a probe of PROBE_IMAGES first (it also allocates and warms caches): where a full batch would take more than
-    # SLOW_BATCH_S, the cost per image is taken at the probe's size (on a CPU it hardly depends on the batch)
+    # SLOW_BATCH_S, the cost per image is taken at the largest batch that takes about that long: it falls with the
+    # batch on a CPU too (timed at 2 images, ResNet-152's trials of grids/conclusions_quick.py were projected at 1.8
+    # times what they took)
     probe = _synthetic(min(PROBE_IMAGES, len(split)), trial=trial, device=device)
     warm = seconds(lambda: train(probe, batch), 1)
     if warm / len(probe) * batch > SLOW_BATCH_S:
-        timed, batch, eval_batch, repeat = probe, len(probe), len(probe), 1
+        size = max(len(probe), min(batch, int(SLOW_BATCH_S * len(probe) / warm)))
+        timed, batch, eval_batch, repeat = _synthetic(size, trial=trial, device=device), size, size, 1
+        seconds(lambda: train(timed, batch), 1)
     else:
         timed, repeat = split, TIMED_BATCHES
         seconds(lambda: train(timed, batch), 1)
