@@ -208,11 +208,24 @@ def training_flops(trial: Trial) -> tuple[float, float]:
     return forward * (1 if frozen else 3), forward
 
 
-class CostTable:
-    """Measured costs per device kind, kept in a JSON file so that each configuration is timed once per machine."""
+def busy() -> float:
+    """The 1-minute load average per CPU core: above 1, a timing here is slower than the machine is."""
+    return os.getloadavg()[0] / (os.cpu_count() or 1)
 
-    def __init__(self, path: Path | None) -> None:
-        self.path, self.spent = path, 0.0  # seconds spent measuring
+
+class CostTable:
+    """Measured costs per device kind, kept in a JSON file so that each configuration is timed once per machine.
+
+    Each cost keeps how busy the machine was when it was timed (`busy`); one timed while the machine was busier than
+    its cores (load per core above BUSY) is timed again when it is less busy than that, so that a busy moment does
+    not slow every later projection (measured on the 2-core machine: costs kept from a busy earlier session projected
+    the quickstart at 2.2 times what its quiet run took; timed quiet, at 0.88 times).
+    """
+
+    BUSY = 1.0
+
+    def __init__(self, path: Path | None, *, load: typing.Callable[[], float] = busy) -> None:
+        self.path, self.spent, self.load = path, 0.0, load  # seconds spent measuring
         self.table: dict[str, dict[str, dict]] = {}
         if path is not None and path.is_file():
             try:
@@ -227,9 +240,9 @@ class CostTable:
         spent `budget_s` measuring."""
         kind = device_kind(device, threads=threads)
         key = cost_key(trial, eval_batch_size=eval_batch_size(trial, device))
-        known = self.table.get(kind, {}).get(key)
+        known = self._known(kind, key)
         if known is not None:
-            return Cost(**known), False
+            return known, False
         if self.spent >= budget_s:
             return None, False
         before, started = torch.get_num_threads(), time.perf_counter()
@@ -240,13 +253,20 @@ class CostTable:
         finally:
             torch.set_num_threads(before)
             self.spent += time.perf_counter() - started
-        self.table.setdefault(kind, {})[key] = dataclasses.asdict(cost)
+        self.table.setdefault(kind, {})[key] = {**dataclasses.asdict(cost), "busy": round(self.load(), 2)}
         self.save()
         return cost, True
 
+    def _known(self, kind: str, key: str) -> Cost | None:
+        """The kept cost, unless it was timed busy and the machine is not busy now."""
+        entry = self.table.get(kind, {}).get(key)
+        if entry is None or (entry.get("busy", 0.0) > self.BUSY and self.load() <= self.BUSY):
+            return None
+        return Cost(**{k: v for k, v in entry.items() if k != "busy"})
+
     def known(self, trial: Trial, device: torch.device, *, threads: int) -> bool:
         key = cost_key(trial, eval_batch_size=eval_batch_size(trial, device))
-        return key in self.table.get(device_kind(device, threads=threads), {})
+        return self._known(device_kind(device, threads=threads), key) is not None
 
     def save(self) -> None:
         if self.path is None:

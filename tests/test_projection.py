@@ -136,3 +136,14 @@ def test_a_data_parallel_trial_takes_its_workers_share_of_the_images_after_its_g
     assert seconds[one.trial_id] == pytest.approx(0.5 + steps)
     assert seconds[wide.trial_id] == pytest.approx(0.5 + steps / 3 + projection.GROUP_START_S)
     assert got.at_once == 1  # 1 CPU and 3 CPUs do not fit 3 CPUs at once
+
+
+def test_a_cost_timed_while_the_machine_was_busy_is_timed_again_once_it_is_not(tmp_path):
+    t, cpu = trial("lenet5", image_size=32, batch_size=8), torch.device("cpu")
+    _, fresh = projection.CostTable(tmp_path / "costs.json", load=lambda: 3.0).cost(t, cpu, threads=1)
+    assert fresh and json.loads((tmp_path / "costs.json").read_text()).popitem()[1].popitem()[1]["busy"] == 3.0
+    assert projection.CostTable(tmp_path / "costs.json", load=lambda: 2.5).known(t, cpu, threads=1)  # still busy
+    quiet = projection.CostTable(tmp_path / "costs.json", load=lambda: 0.4)
+    assert not quiet.known(t, cpu, threads=1)
+    _, fresh = quiet.cost(t, cpu, threads=1)
+    assert fresh and projection.CostTable(tmp_path / "costs.json", load=lambda: 0.4).known(t, cpu, threads=1)
