@@ -126,7 +126,9 @@ def main() -> None:
         "about tenfold a step (in float64 a 2-worker run is 5e-15 from one process after the first step and 1e-8 "
         "after seven, `tests/test_data_parallel.py::test_in_float64_two_workers_are_one_process_to_rounding_through_"
         "resnet_batchnorm_and_residuals`), so in float32 its two runs part within the first epoch and end as two "
-        "draws of the same training, not the same numbers.",
+        "draws of the same training, not the same numbers. On 2 CPU cores a 2-worker trial is slower per epoch than "
+        "one process (the table's last column): two collectives per BatchNorm layer and a gradient all-reduce a "
+        "step over gloo; what it buys is a global batch larger than one GPU holds, and on GPUs it is not measured.",
         "",
     ]
     RESULTS.write_text("\n".join(lines))

@@ -42,8 +42,8 @@ PROBE_IMAGES = 2  # the first pass; a configuration whose full batch would take 
 SLOW_BATCH_S = 2.0
 MEASURE_BUDGET_S = 60.0  # of timing per dry run; the configurations left are scaled from those timed, by FLOPs
 COSTS_FILE = "costs.json"
-# a data-parallel trial's Ray Train start (its controller, workers and process group): measured on the 2-core CPU
-# machine (benchmarks/results/data_parallel.md)
+# a data-parallel trial's Ray Train start (its controller, workers and process group): 16 s quiet, up to 35 s and
+# more busy, on the 2-core CPU machine (benchmarks/results/data_parallel.md)
 GROUP_START_S = 20.0
 
 
